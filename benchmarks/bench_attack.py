@@ -1,0 +1,153 @@
+"""Benchmark the Section 4.1 attack: batched torch L-BFGS vs the per-image scipy reference, and the
+linear-model optimality gap against the exact QP minimum.
+
+    python benchmarks/bench_attack.py [--n 100] [--threads 1] [--train-zoo]
+
+Uses the zoo's N100-100-10 and softmax-1e-4 when their weights are present (or, with --train-zoo,
+trains them); otherwise quickly trained stand-ins, and says so.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+# Before numpy loads: its OpenBLAS threads would otherwise spin against torch's on a small machine
+# and slow the per-image scipy reference ~5x (lib.attack limits them itself only with threadpoolctl).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lib import attack  # noqa: E402
+from lib.data import fixed_subset, load_mnist  # noqa: E402
+
+
+def stand_in(name: str) -> nn.Module:
+    """A quickly trained substitute for a zoo model (a few seconds of Adam)."""
+    torch.manual_seed(0)
+    if name == "softmax-1e-4":
+        model, steps, decay = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), 1000, 1e-4
+    else:
+        model = nn.Sequential(nn.Flatten(), nn.Linear(784, 100), nn.Sigmoid(), nn.Linear(100, 100), nn.Sigmoid(),
+                              nn.Linear(100, 10))
+        steps, decay = 2000, 1e-5
+    images, labels = load_mnist(train=True)
+    generator = torch.Generator().manual_seed(0)
+    optimiser = torch.optim.Adam(model.parameters(), lr=2e-3, weight_decay=decay)
+    for _ in range(steps):
+        batch = torch.randint(len(labels), (128,), generator=generator)
+        loss = nn.functional.cross_entropy(model(images[batch]), labels[batch])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return model.eval().requires_grad_(False)
+
+
+def load_model(name: str, allow_training: bool) -> tuple[nn.Module, str]:
+    """The zoo model if importable (and trained, unless allow_training), else a stand-in; with where it came from."""
+    try:
+        from lib import zoo
+
+        if allow_training or (zoo.MODEL_DIR / f"{name}.pt").exists():
+            return zoo.load(name, progress=False), f"zoo.load({name!r})"
+        why = "no committed weights"
+    except ImportError as err:
+        why = f"zoo not importable: {err}"
+    return stand_in(name), f"STAND-IN for {name!r} ({why})"
+
+
+def runner_up(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The label with the second-highest logit: a valid target for every image."""
+    with torch.no_grad():
+        logits = model(x)
+    return logits.scatter(1, logits.argmax(1, keepdim=True), -torch.inf).argmax(1)
+
+
+def timed(fn, *args, **kwargs):
+    """(result, wall seconds)."""
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - start
+
+
+def batched_vs_reference(n: int, allow_training: bool) -> None:
+    model, source = load_model("N100-100-10", allow_training)
+    x, _ = fixed_subset(n, train=False, seed=0)
+    target = runner_up(model, x)
+    print(f"\n## Batched vs reference: {n} MNIST test images, runner-up targets, model {source}\n")
+    attack.lbfgs_attack(model, x[:2], target[:2], c_steps=2)  # warm-up
+    batched, t_batched = timed(attack.lbfgs_attack, model, x, target)
+    reference, t_reference = timed(attack.lbfgs_attack_reference, model, x, target)
+    print("| method | time (s) | ms / image | mean distortion | success |")
+    print("|---|---|---|---|---|")
+    for name, result, seconds in [("batched torch L-BFGS (lbfgs_attack)", batched, t_batched),
+                                  ("scipy L-BFGS-B per image (reference)", reference, t_reference)]:
+        print(f"| {name} | {seconds:.2f} | {1000 * seconds / n:.1f} | {result.distortion.mean():.5f} "
+              f"| {result.success.float().mean():.0%} |")
+    ratio = batched.distortion / reference.distortion
+    print(f"\ntime ratio (reference / batched): {t_reference / t_batched:.1f}x")
+    print(f"mean-distortion ratio (batched / reference): {batched.distortion.mean() / reference.distortion.mean():.4f}"
+          f"; per image {ratio.min():.4f} .. {ratio.max():.4f}")
+
+
+def linear_gap(n: int, allow_training: bool) -> None:
+    model, source = load_model("softmax-1e-4", allow_training)
+    x, y = fixed_subset(n, train=False, seed=0)
+    correct = attack.predict(model, x) == y
+    x, y = x[correct], y[correct]
+    print(f"\n## Linear model vs the exact QP minimum: {len(x)} correctly classified test images "
+          f"(of {n}), model {source}\n")
+    (exact_all, t_exact) = timed(lambda: [attack.exact_min_distortion_linear(model, x, torch.full_like(y, j))
+                                          for j in range(10)])
+    exact = torch.stack([e.distortion for e in exact_all], 1)
+    exact[torch.arange(len(y)), y] = torch.inf
+    exact_min, exact_target = exact.min(1)
+    target = runner_up(model, x)
+    exact_runner_up = exact[torch.arange(len(y)), target]
+    print(f"exact QPs: {10 * len(x)} in {t_exact:.1f} s\n")
+    print("| attack | time (s) | success | mean distortion | mean / exact | max / exact |")
+    print("|---|---|---|---|---|---|")
+    rows = [
+        ("per-target (runner-up), refine=False", lambda: attack.lbfgs_attack(model, x, target, refine=False),
+         exact_runner_up),
+        ("per-target (runner-up)", lambda: attack.lbfgs_attack(model, x, target), exact_runner_up),
+        ("per-target (y+1 mod 10), refine=False", lambda: attack.lbfgs_attack(model, x, (y + 1) % 10, refine=False),
+         exact[torch.arange(len(y)), (y + 1) % 10]),
+        ("per-target (y+1 mod 10)", lambda: attack.lbfgs_attack(model, x, (y + 1) % 10),
+         exact[torch.arange(len(y)), (y + 1) % 10]),
+        ("min_distortion, all 9 targets", lambda: attack.min_distortion(model, x, y), exact_min),
+    ]
+    for name, run, reference in rows:
+        result, seconds = timed(run)
+        ratio = result.distortion / reference
+        print(f"| {name} | {seconds:.2f} | {result.success.float().mean():.0%} | {result.distortion.mean():.5f} "
+              f"| {ratio.mean():.4f} | {ratio.max():.4f} |")
+        if name.startswith("min_distortion"):
+            same = (result.target == exact_target).float().mean()
+            print(f"\n(min_distortion picked the exact minimiser's target for {same:.0%} of the images)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=100, help="test images (default 100)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for the batched attack (default 1: the tensors are small, and on a "
+                             "shared 2-core machine a second OpenMP thread costs far more than it saves)")
+    parser.add_argument("--train-zoo", action="store_true", help="let zoo.load train missing models")
+    args = parser.parse_args()
+    torch.set_flush_denormal(True)
+    torch.set_num_threads(args.threads)
+    print(f"# bench_attack: torch {torch.__version__}, {torch.get_num_threads()} torch thread(s), "
+          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, "
+          f"threadpoolctl {'present' if attack.threadpool_limits else 'absent'}")
+    batched_vs_reference(args.n, args.train_zoo)
+    linear_gap(args.n, args.train_zoo)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,309 @@
+"""Section 4.3: upper Lipschitz bounds of each layer, and of the whole network as their product.
+
+A layer phi_k satisfies |phi_k(x) - phi_k(x + r)| <= L_k |r|, so the network satisfies L <= prod_k L_k.
+For a linear layer L_k is its operator norm (largest singular value). For a convolution we compute it
+in the Fourier domain, where the layer is block-diagonal (Sedghi, Gupta & Long 2019). We compare
+three numbers per layer: the paper's FFT bound, an exact norm where one exists, and power iteration
+on the layer as torch actually runs it (zero padding, any stride).
+
+Conventions: `weight` is [out, in, kh, kw] as in nn.Conv2d; `input_size` is n or (h, w); shapes
+passed to the model-level functions exclude the batch dimension, e.g. (1, 28, 28).
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+Size = int | Sequence[int]
+
+CONTRACTION = {nn.ReLU: 1.0, nn.Tanh: 1.0, nn.Sigmoid: 0.25}  # sup |rho'|; sigmoid' = s(1 - s) <= 1/4
+ISOMETRIES = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout)  # Dropout is the identity in eval()
+
+
+def _pair(value: Size, what: str) -> tuple[int, int]:
+    """Normalize n or (h, w) to a pair of positive ints, else raise ValueError."""
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
+        raise ValueError(f"{what} must be a positive int or a pair of them, got {value!r}")
+    return pair
+
+
+def _check_weight(weight: torch.Tensor) -> torch.Tensor:
+    """A detached 4-D conv weight [out, in, kh, kw], else ValueError."""
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
+        shape = getattr(weight, "shape", weight)
+        raise ValueError(f"conv weight must be a 4-D tensor [out, in, kh, kw], got {shape}")
+    return weight.detach()
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run the enclosed torch calls on one thread (restores the thread count after)."""
+    # Batched small SVDs and small conv/matmul loops: on a busy 2-core machine we measured 10-60x
+    # more time with 2 threads (MKL/OpenMP threads spin and contend) than with 1. On an idle
+    # machine one thread costs at most a factor of about 2 on the largest layers.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def conv_singular_values_fft(weight: torch.Tensor, input_size: Size) -> torch.Tensor:
+    """All singular values of the stride-1 circular convolution on an h x w input, as [h, w, min(out, in)].
+
+    Entry [i, j] holds the singular values (descending) of the out x in matrix W^(i, j) = DFT of the
+    filter bank at frequency (i/h, j/w): with circular padding the layer is block-diagonal in the
+    Fourier basis, so its singular values are exactly the union of these (Sedghi et al. 2019).
+    Spectral norm: `conv_singular_values_fft(w, n).max()`.
+
+    nn.Conv2d computes a cross-correlation, a convolution with the flipped kernel. For a real kernel
+    the flip conjugates its DFT, and a conjugated matrix has the same singular values, so flipping
+    changes nothing here.
+    """
+    weight = _check_weight(weight)
+    h, w = _pair(input_size, "input_size")
+    kh, kw = weight.shape[-2:]
+    if kh > h or kw > w:
+        raise ValueError(f"kernel {kh}x{kw} is larger than the {h}x{w} input")
+    # A real kernel has W^(-xi) = conj(W^(xi)), with the same singular values: do half the frequencies.
+    half = torch.fft.rfft2(weight, s=(h, w)).permute(2, 3, 0, 1)  # [h, w//2 + 1, out, in]
+    with _one_thread():
+        sv_half = torch.linalg.svdvals(half)
+    rows, cols = torch.arange(h)[:, None], torch.arange(w)[None, :]
+    mirrored = cols > w // 2
+    return sv_half[torch.where(mirrored, -rows % h, rows), torch.where(mirrored, w - cols, cols)]
+
+
+def frequency_spectrum(weight: torch.Tensor, input_size: Size, centered: bool = False) -> torch.Tensor:
+    """Largest singular value at each frequency, [h, w] (index [0, 0] is the constant; centered=True fftshifts)."""
+    top = conv_singular_values_fft(weight, input_size)[..., 0]
+    return torch.fft.fftshift(top) if centered else top
+
+
+def conv_upper_bound(weight: torch.Tensor, input_size: Size, stride: Size = 1) -> float:
+    """The paper's bound (its eq. 2): sup over frequencies of |A(xi)|, with stride aliasing; valid for any padding.
+
+    A stride-s layer keeps every s-th output. In the Fourier domain, subsampling folds the s^2 input
+    frequencies xi + l * m/s (l in {0..s-1}^2) onto one output frequency xi, so the layer is again
+    block-diagonal, with out x (in * s^2) blocks A(xi) = [W^(xi + l m/s)]_l / s. Its norm is the
+    sup of |A(xi)| (Parseval). The paper writes the factor as s^-2; with the DFT normalized so that
+    Parseval holds, it is 1/s (check: the 1x1 identity kernel with stride s has norm 1, and
+    |[1, ..., 1]| / s = 1 while s^-2 would give 1/s). The paper leaves the frequency grid implicit.
+
+    Grid: we use the torus of size m = (smallest multiple of s >= n + k - 1). Any zero-padded conv on
+    an n x n input is then a restriction of the circular one on that torus (put the image in a
+    corner: no output ever wraps around), so the value is an upper bound for every padding, and it
+    is exact for circular padding on the m-torus.
+    """
+    weight = _check_weight(weight)
+    (h, w), (sh, sw) = _pair(input_size, "input_size"), _pair(stride, "stride")
+    kh, kw = weight.shape[-2:]
+    mh, mw = math.ceil((h + kh - 1) / sh) * sh, math.ceil((w + kw - 1) / sw) * sw
+    spectrum = torch.fft.fft2(weight, s=(mh, mw))  # [out, in, mh, mw]; row freq = l1 * (mh/sh) + xi1
+    out, inp = weight.shape[:2]
+    folded = spectrum.reshape(out, inp, sh, mh // sh, sw, mw // sw).permute(3, 5, 0, 1, 2, 4)
+    blocks = folded.reshape(mh // sh, mw // sw, out, inp * sh * sw) / math.sqrt(sh * sw)
+    blocks = blocks[:, : mw // sw // 2 + 1]  # A(-xi) = conj(A(xi)) for a real kernel: half the grid suffices
+    with _one_thread():
+        return torch.linalg.svdvals(blocks)[..., 0].max().item()
+
+
+def _check_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
+    """A non-empty tuple of positive ints (one example's shape, no batch dim), else ValueError."""
+    shape = tuple(input_shape)
+    if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
+        raise ValueError(f"input_shape must be positive ints without the batch dim, got {input_shape!r}")
+    return shape
+
+
+def power_iteration_norm(layer: nn.Module, input_shape: Sequence[int], iters: int = 100, seed: int = 0) -> float:
+    """Operator norm of the linear part x -> layer(x) - layer(0), by power iteration on J^T J via vjp."""
+    input_shape = _check_shape(input_shape)
+    if iters < 1:
+        raise ValueError(f"iters must be >= 1, got {iters}")
+    param = next(layer.parameters(), None)
+    dtype = param.dtype if param is not None else torch.get_default_dtype()
+    device = param.device if param is not None else None
+    generator = torch.Generator().manual_seed(seed)
+    v = torch.randn((1, *input_shape), generator=generator, dtype=dtype).to(device)
+    with torch.no_grad():
+        offset = layer(torch.zeros_like(v))
+    with torch.enable_grad(), _one_thread():
+        for _ in range(iters):
+            v = (v / v.norm()).requires_grad_(True)
+            out = layer(v) - offset
+            (v,) = torch.autograd.grad(out, v, grad_outputs=out.detach())  # vjp: W^T (W v)
+    with torch.no_grad():
+        return (layer(v / v.norm()) - offset).norm().item()
+
+
+def fc_bounds(linear: nn.Linear) -> tuple[float, float]:
+    """(largest, smallest) singular value of a fully connected layer's weight (smallest of min(out, in))."""
+    if not isinstance(linear, nn.Linear):
+        raise ValueError(f"fc_bounds needs an nn.Linear, got {type(linear).__name__}")
+    with _one_thread():
+        sv = torch.linalg.svdvals(linear.weight.detach())
+    return sv[0].item(), sv[-1].item()
+
+
+def _maxpool_factor(pool: nn.MaxPool2d) -> float:
+    """Lipschitz constant of max pooling: sqrt(max number of windows that share one pixel)."""
+    # |max a - max b| <= max |a - b|, so |dy|^2 <= sum over windows of |r|^2 in it <= count * |r|^2,
+    # with equality for a spike at one pixel that wins every window it is in. The paper's factor 1
+    # (its Jacobian "is a projection") holds when windows do not overlap (kernel <= stride).
+    kernel, stride, dilation = (_pair(v, "pool size") for v in (pool.kernel_size, pool.stride, pool.dilation))
+    count = [math.ceil(k / s) if d == 1 else k for k, s, d in zip(kernel, stride, dilation)]
+    return math.sqrt(count[0] * count[1])
+
+
+def _avgpool_factor(pool: nn.Module, input_shape: Sequence[int]) -> float:
+    """Upper bound sqrt(max row sum * max column sum) (Schur test) of a linear average pooling."""
+    x = torch.ones((1, *input_shape), requires_grad=True)
+    with torch.enable_grad():
+        (column_sums,) = torch.autograd.grad(pool(x).sum(), x)
+    return math.sqrt(column_sums.max().item())  # rows are averages, so each row sums to <= 1
+
+
+def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The leaf layers of a (possibly nested) nn.Sequential, in order, with their dotted names."""
+    if not isinstance(model, nn.Sequential):
+        raise ValueError(f"layer_bounds needs an nn.Sequential, got {type(model).__name__}")
+    return [(name, m) for name, m in model.named_modules() if name and not list(m.children())]
+
+
+def _fc_row(layer: nn.Linear, shape: tuple[int, ...], power_iters: int) -> dict:
+    """Table entries of a fully connected layer."""
+    top, bottom = fc_bounds(layer)
+    injective = layer.out_features >= layer.in_features
+    return dict(kind="fc", weight_shape="x".join(map(str, layer.weight.shape)), paper_bound=top, exact_norm=top,
+                power_norm=power_iteration_norm(layer, shape, power_iters), lower_bound=bottom if injective else 0.0)
+
+
+def _conv_row(layer: nn.Conv2d, shape: tuple[int, ...], power_iters: int) -> dict:
+    """Table entries of a convolution layer."""
+    if layer.groups != 1 or layer.dilation != (1, 1) or layer.padding_mode != "zeros":
+        raise ValueError(f"only zero-padded convolutions with groups=1, dilation=1 are supported, got {layer}")
+    w = layer.weight.detach()
+    row = dict(kind="conv", weight_shape="x".join(map(str, w.shape)), stride=str(layer.stride),
+               padding=str(layer.padding), paper_bound=conv_upper_bound(w, shape[1:], layer.stride),
+               power_norm=power_iteration_norm(layer, shape, power_iters))
+    if layer.stride == (1, 1) and w.shape[-2] <= shape[-2] and w.shape[-1] <= shape[-1]:
+        sv = conv_singular_values_fft(w, shape[1:])
+        injective = w.shape[0] >= w.shape[1]
+        row.update(exact_norm=sv.max().item(), lower_bound=sv[..., -1].min().item() if injective else 0.0)
+    return row
+
+
+def _row(layer: nn.Module, shape: tuple[int, ...], power_iters: int) -> dict:
+    """Table entries of one layer, by kind."""
+    if isinstance(layer, nn.Linear):
+        return _fc_row(layer, shape, power_iters)
+    if isinstance(layer, nn.Conv2d):
+        return _conv_row(layer, shape, power_iters)
+    if isinstance(layer, tuple(CONTRACTION)):
+        return dict(kind="nonlinearity", paper_bound=CONTRACTION[type(layer)])
+    if isinstance(layer, nn.MaxPool2d):
+        return dict(kind="maxpool", stride=str(layer.stride), paper_bound=_maxpool_factor(layer))
+    if isinstance(layer, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+        return dict(kind="avgpool", paper_bound=_avgpool_factor(layer, shape))
+    if isinstance(layer, ISOMETRIES):
+        return dict(kind="identity", paper_bound=1.0)
+    raise ValueError(f"no Lipschitz bound known for {type(layer).__name__}")
+
+
+def layer_bounds(model: nn.Sequential, input_shape: Sequence[int], power_iters: int = 100):
+    """A pandas DataFrame, one row per layer: kind, shapes, paper_bound, exact_norm, power_norm, lower_bound.
+
+    paper_bound: the FFT bound for a conv, the top singular value for an FC layer, the contraction
+    factor of a nonlinearity or pooling. exact_norm: SVD for FC; for a stride-1 conv, the FFT norm with
+    circular padding on the layer's own input grid. That is a different operator from the zero-padded
+    layer, so it can differ slightly from power_norm, and even exceed paper_bound (a larger grid).
+    power_norm: power iteration on the layer as run (zero padding, any stride), a lower estimate of its
+    norm. lower_bound: the lower frame bound min |Wx| / |x| (0 when the layer has a null space), for FC
+    layers and, with circular padding like exact_norm, for stride-1 convs.
+    """
+    import pandas as pd
+
+    x = torch.zeros((1, *_check_shape(input_shape)))
+    rows = []
+    for name, layer in _leaves(model):
+        shape = tuple(x.shape[1:])
+        with torch.no_grad():
+            x = layer(x)
+        nan = float("nan")
+        row = dict(name=name, layer=type(layer).__name__, kind="", weight_shape="", stride="", padding="",
+                   input_shape=shape, output_shape=tuple(x.shape[1:]),
+                   paper_bound=nan, exact_norm=nan, power_norm=nan, lower_bound=nan)
+        try:
+            row.update(_row(layer, shape, power_iters))
+        except ValueError as error:
+            raise ValueError(f"layer {name}: {error}") from error
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def global_upper_bound(table, column: str = "paper_bound") -> float:
+    """Upper Lipschitz bound of the whole network: the product of the per-layer bounds in `column`."""
+    return math.prod(float(v) for v in table[column])
+
+
+def logit_margin(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Per example, top logit minus runner-up, [batch]."""
+    top2 = model(x).topk(2, dim=1).values
+    return top2[:, 0] - top2[:, 1]
+
+
+def local_lipschitz(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Per example, |grad_x (top logit - runner-up)|, [batch]: the margin's local slope at x (model in eval())."""
+    x = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(logit_margin(model, x).sum(), x)  # examples are independent in eval()
+    return grad.flatten(1).norm(dim=1)
+
+
+def certified_radius(model: nn.Module, x: torch.Tensor, lipschitz_constant: float | torch.Tensor) -> torch.Tensor:
+    """Per example, margin / (sqrt(2) L): no perturbation smaller than this changes the predicted class.
+
+    L bounds the Lipschitz constant of the logit map z(x) (e.g. global_upper_bound). For the top class
+    a and any other class b, g = z_a - z_b has g(x) >= margin and Lipschitz constant
+    <= |e_a - e_b| L = sqrt(2) L, so g(x + r) >= margin - sqrt(2) L |r| > 0 whenever
+    |r| < margin / (sqrt(2) L). With the local constants of `local_lipschitz` instead, margin / L_local
+    is only a first-order estimate of the distance to the boundary, not a certificate.
+    """
+    L = torch.as_tensor(lipschitz_constant, dtype=x.dtype)
+    if (L <= 0).any():
+        raise ValueError(f"lipschitz_constant must be positive, got {lipschitz_constant}")
+    with torch.no_grad():
+        return logit_margin(model, x) / (math.sqrt(2) * L)
+
+
+def robustness_table(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor,
+                     lipschitz_constant: float):
+    """Per image, a DataFrame: the certified radius (global L) and local estimate beside the attack's |r|.
+
+    Columns: correct (f(x) == y), flipped (f(x_adv) != f(x)), margin (top logit minus runner-up at x),
+    local_slope (|grad margin| at x), certified (margin / (sqrt(2) L), a lower bound on the distance to
+    any other class), local_estimate (margin / local_slope: first-order distance, not a certificate),
+    attack_norm (|x_adv - x|_2, not the paper's |r| / sqrt(n)) and secant_slope (margin / attack_norm:
+    where flipped, a lower bound on the Lipschitz constant of some logit difference z_a - z_c).
+    """
+    import pandas as pd
+
+    if x_adv.shape != x.shape or y.shape != x.shape[:1]:
+        raise ValueError(f"x {tuple(x.shape)}, x_adv {tuple(x_adv.shape)} and y {tuple(y.shape)} do not match")
+    with torch.no_grad():
+        predicted, predicted_adv = model(x).argmax(1), model(x_adv).argmax(1)
+        margin = logit_margin(model, x)
+        attack_norm = (x_adv - x).flatten(1).norm(dim=1)
+    slope = local_lipschitz(model, x)
+    radius = certified_radius(model, x, lipschitz_constant)
+    columns = dict(correct=predicted == y, flipped=predicted_adv != predicted, margin=margin, local_slope=slope,
+                   certified=radius, local_estimate=margin / slope, attack_norm=attack_norm,
+                   secant_slope=margin / attack_norm)
+    return pd.DataFrame({name: value.detach().cpu().numpy() for name, value in columns.items()})

@@ -1,0 +1,229 @@
+"""The model zoo: names -> specs -> trained models, with committed weights and a JSON record each.
+
+`load(name)` reads `data/models/NAME.pt` when present, otherwise trains the model (progress bar)
+and saves it atomically. `train(name)` always retrains from scratch.
+"""
+from __future__ import annotations
+
+import io
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from . import DATA_DIR
+from .data import atomic_write_bytes, load_mnist, split_halves
+from .models import autoencoder, conv_net, encoder_classifier, sigmoid_mlp, softmax_classifier, weight_decay_penalty
+from .train import classification_loss, error_rate, fit
+
+MODEL_DIR = DATA_DIR / "models"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How one zoo model is built and trained."""
+
+    arch: str  # "softmax" | "mlp" | "autoencoder" | "conv"
+    description: str
+    lambdas: tuple[float, ...] = ()  # the paper's per-layer weight decay, one per weight layer
+    hidden: tuple[int, ...] = ()
+    train_on: str = "train"  # "train" (all 60,000), "P1" or "P2" (the paper's 30,000-image halves)
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    dropout: float = 0.0
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+SIGMOID_DECAY = (1e-5, 1e-5, 1e-6)
+# The half-set models get 60 epochs over 30,000 images: the same number of steps as 30 over 60,000.
+SPECS: dict[str, ModelSpec] = {
+    "softmax-1e-4": ModelSpec("softmax", "Softmax, lambda = 1e-4", lambdas=(1e-4,), epochs=15),
+    "softmax-1e-2": ModelSpec("softmax", "Softmax, lambda = 1e-2", lambdas=(1e-2,), epochs=15),
+    "softmax-1": ModelSpec("softmax", "Softmax, lambda = 1", lambdas=(1.0,), epochs=15),
+    "N100-100-10": ModelSpec("mlp", "Sigmoid network 784-100-100-10, lambda = 1e-5, 1e-5, 1e-6",
+                             lambdas=SIGMOID_DECAY, hidden=(100, 100), batch_size=64),
+    "N200-200-10": ModelSpec("mlp", "Sigmoid network 784-200-200-10, lambda = 1e-5, 1e-5, 1e-6",
+                             lambdas=SIGMOID_DECAY, hidden=(200, 200), batch_size=64),
+    "AE400-10": ModelSpec("autoencoder", "Sparse sigmoid autoencoder 400 units (frozen) + softmax, lambda = 1e-6",
+                          lambdas=(1e-6,), hidden=(400,), epochs=30,
+                          extra={"ae_epochs": 30, "sparsity": 0.05, "sparsity_weight": 1.0, "ae_decay": 1e-6,
+                                 "classifier_lr": 1e-2}),
+    "Conv": ModelSpec("conv", "Conv 32x5x5, ReLU, max-pool 2, FC 128, ReLU, dropout 0.5, softmax",
+                      lambdas=(0.0, 1e-5, 1e-6), dropout=0.5, epochs=12),
+    "FC100-100-10@P1": ModelSpec("mlp", "Sigmoid 784-100-100-10 trained on P1", lambdas=SIGMOID_DECAY,
+                                 hidden=(100, 100), train_on="P1", batch_size=64, epochs=60),
+    "FC123-456-10@P1": ModelSpec("mlp", "Sigmoid 784-123-456-10 trained on P1", lambdas=SIGMOID_DECAY,
+                                 hidden=(123, 456), train_on="P1", batch_size=64, epochs=60),
+    "FC100-100-10@P2": ModelSpec("mlp", "Sigmoid 784-100-100-10 trained on P2", lambdas=SIGMOID_DECAY,
+                                 hidden=(100, 100), train_on="P2", batch_size=64, epochs=60),
+}
+NAMES = tuple(SPECS)
+
+
+def spec(name: str) -> ModelSpec:
+    """The spec of a zoo model; an unknown name lists the valid ones."""
+    if name not in SPECS:
+        raise KeyError(f"unknown model {name!r}; valid names: {', '.join(NAMES)}")
+    return SPECS[name]
+
+
+def build(name: str) -> nn.Sequential:
+    """An untrained model of the named architecture (seeded)."""
+    s = spec(name)
+    torch.manual_seed(s.seed)
+    if s.arch == "softmax":
+        return softmax_classifier()
+    if s.arch == "mlp":
+        return sigmoid_mlp(s.hidden, dropout=s.dropout)
+    if s.arch == "autoencoder":
+        return encoder_classifier(autoencoder(s.hidden[0]))
+    if s.arch == "conv":
+        return conv_net(dropout=s.dropout)
+    raise ValueError(f"unknown architecture {s.arch!r} in spec {name!r}")
+
+
+def training_data(train_on: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and labels a spec trains on: the whole training set, or the half P1 / P2."""
+    images, labels = load_mnist(train=True)
+    if train_on == "train":
+        return images, labels
+    halves = dict(zip(("P1", "P2"), split_halves()))
+    if train_on not in halves:
+        raise ValueError(f"train_on must be 'train', 'P1' or 'P2', got {train_on!r}")
+    return images[halves[train_on]], labels[halves[train_on]]
+
+
+def _train_autoencoder_classifier(s: ModelSpec, images: torch.Tensor, labels: torch.Tensor, progress: bool):
+    """Sparse autoencoder on the images, then a softmax on its frozen 400-unit code."""
+    torch.manual_seed(s.seed)
+    ae = autoencoder(s.hidden[0])
+    rho, beta, decay = s.extra["sparsity"], s.extra["sparsity_weight"], s.extra["ae_decay"]
+
+    def ae_loss(model: nn.Module, x: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+        code = model[:3](x)
+        recon = model[3:](code)
+        rho_hat = code.mean(0).clamp(1e-6, 1 - 1e-6)
+        kl = (rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum()
+        return F.binary_cross_entropy(recon, x) + beta * kl / s.hidden[0] + weight_decay_penalty(
+            model, (decay, decay)
+        )
+
+    ae_history = fit(ae, images, labels, ae_loss, epochs=s.extra["ae_epochs"], batch_size=s.batch_size,
+                     lr=s.lr, seed=s.seed, desc="AE400 autoencoder", progress=progress)
+    model = encoder_classifier(ae)
+    for p in model[:3].parameters():
+        p.requires_grad_(False)
+    with torch.no_grad():
+        codes = torch.cat([model[:3](images[i : i + 5000]) for i in range(0, len(images), 5000)])
+    top = model[3]
+    history = fit(top, codes, labels, classification_loss(lambda m: weight_decay_penalty(m, s.lambdas)),
+                  epochs=s.epochs, batch_size=s.batch_size, lr=s.extra["classifier_lr"], seed=s.seed, desc="AE400 softmax",
+                  progress=progress)
+    return model, {"autoencoder": ae_history, "classifier": history}
+
+
+def train(name: str, progress: bool = True, save: bool = True) -> nn.Sequential:
+    """Train the named model from scratch, record its errors, and save weights + JSON atomically.
+
+    Training runs on one thread: the result is then the same on any number of cores, and two
+    threads on a busy 2-core machine were measured 20x slower per step, not faster.
+    (`python -m lib train all` trains several models in parallel processes instead.)
+    """
+    s = spec(name)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(name, s, progress, save)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(name: str, s: ModelSpec, progress: bool, save: bool) -> nn.Sequential:
+    torch.set_flush_denormal(True)
+    images, labels = training_data(s.train_on)
+    start = time.perf_counter()
+    if s.arch == "autoencoder":
+        model, history = _train_autoencoder_classifier(s, images, labels, progress)
+    else:
+        model = build(name)
+        loss = classification_loss(lambda m: weight_decay_penalty(m, s.lambdas))
+        history = fit(model, images, labels, loss, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
+                      seed=s.seed, desc=name, progress=progress)
+    seconds = time.perf_counter() - start
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if save:
+        record = {"name": name, "spec": asdict(s), "train_seconds": round(seconds, 1),
+                  **errors(model), "history": history, "versions": _versions()}
+        _save(name, model, record)
+    return model
+
+
+def retrain(name: str) -> dict:
+    """Train the named model from scratch without a progress bar, save it, and return its record."""
+    train(name, progress=False)
+    return record(name)
+
+
+def errors(model: nn.Module) -> dict[str, float]:
+    """Error in percent on the training set, its halves P1 and P2, and the test set."""
+    train_x, train_y = load_mnist(train=True)
+    test_x, test_y = load_mnist(train=False)
+    p1, p2 = split_halves()
+    return {
+        "train_error": round(error_rate(model, train_x, train_y), 4),
+        "P1_error": round(error_rate(model, train_x[p1], train_y[p1]), 4),
+        "P2_error": round(error_rate(model, train_x[p2], train_y[p2]), 4),
+        "test_error": round(error_rate(model, test_x, test_y), 4),
+    }
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import torchvision
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "numpy": numpy.__version__,
+            "threads": str(torch.get_num_threads())}
+
+
+def _save(name: str, model: nn.Module, record: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    atomic_write_bytes(MODEL_DIR / f"{name}.pt", buffer.getvalue())
+    atomic_write_bytes(MODEL_DIR / f"{name}.json", (json.dumps(record, indent=1) + "\n").encode())
+
+
+def record(name: str) -> dict:
+    """The JSON record saved beside the named model's weights."""
+    spec(name)
+    path = MODEL_DIR / f"{name}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no record for {name!r} at {path}; run `python -m lib train {name}`")
+    return json.loads(path.read_text())
+
+
+def load(name: str, progress: bool = True) -> nn.Sequential:
+    """The trained model in eval mode: committed weights if present, otherwise trained now and saved."""
+    spec(name)
+    path = MODEL_DIR / f"{name}.pt"
+    if not path.exists():
+        return train(name, progress=progress)
+    model = build(name)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
+        raise RuntimeError(f"weights file {path} is corrupted or does not match {name!r}: {err}") from err
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model

@@ -1,0 +1,265 @@
+"""lib.spectral and lib.imagenet, checked against explicitly built matrices and numpy's SVD."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lib import imagenet
+from lib.spectral import (
+    certified_radius,
+    conv_singular_values_fft,
+    conv_upper_bound,
+    fc_bounds,
+    frequency_spectrum,
+    global_upper_bound,
+    layer_bounds,
+    local_lipschitz,
+    power_iteration_norm,
+    robustness_table,
+)
+
+torch.set_flush_denormal(True)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny convolutions run far faster on one thread than on two contended cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def random_weight(seed: int, shape=(2, 3, 3, 3)) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def circular_conv_matrix(weight: torch.Tensor, size: int, stride: int = 1) -> np.ndarray:
+    """Strided circular cross-correlation on a size x size torus, built entry by entry."""
+    w = weight.numpy()
+    out, inp, k, _ = w.shape
+    m = size // stride
+    matrix = np.zeros((out * m * m, inp * size * size))
+    for d in range(out):
+        for i in range(m):
+            for j in range(m):
+                for c in range(inp):
+                    for u in range(k):
+                        for v in range(k):
+                            col = c * size * size + ((i * stride + u) % size) * size + (j * stride + v) % size
+                            matrix[d * m * m + i * m + j, col] += w[d, c, u, v]
+    return matrix
+
+
+def zero_padded_conv_matrix(weight: torch.Tensor, size: int, stride: int, padding: int) -> np.ndarray:
+    """nn.Conv2d's linear map as a matrix: F.conv2d applied to every basis image."""
+    inp = weight.shape[1]
+    basis = torch.eye(inp * size * size, dtype=weight.dtype).reshape(-1, inp, size, size)
+    return F.conv2d(basis, weight, stride=stride, padding=padding).reshape(len(basis), -1).T.numpy()
+
+
+def conv_layer(weight: torch.Tensor, stride: int, padding: int) -> nn.Conv2d:
+    layer = nn.Conv2d(weight.shape[1], weight.shape[0], weight.shape[-1], stride=stride, padding=padding).double()
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        layer.bias.normal_()  # power iteration must remove the bias
+    return layer
+
+
+def test_fc_bounds_match_numpy_svd():
+    layer = nn.Linear(7, 5)
+    sv = np.linalg.svd(layer.weight.detach().numpy().astype(np.float64), compute_uv=False)
+    top, bottom = fc_bounds(layer)
+    assert top == pytest.approx(sv[0], rel=1e-5)
+    assert bottom == pytest.approx(sv[-1], rel=1e-5)
+
+
+@pytest.mark.parametrize("size", [5, 6])
+def test_fft_singular_values_match_explicit_circulant(size):
+    weight = random_weight(0)
+    explicit = np.linalg.svd(circular_conv_matrix(weight, size), compute_uv=False)
+    values = conv_singular_values_fft(weight, size)
+    assert values.shape == (size, size, 2)
+    np.testing.assert_allclose(np.sort(values.flatten().numpy())[::-1], explicit, atol=1e-10)
+    assert values.max().item() == pytest.approx(explicit[0], rel=1e-12)
+    assert frequency_spectrum(weight, size).max().item() == pytest.approx(explicit[0], rel=1e-12)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("padding", [0, 1])
+def test_power_iteration_matches_explicit_zero_padded_norm(stride, padding):
+    weight = random_weight(1)
+    explicit = np.linalg.norm(zero_padded_conv_matrix(weight, 6, stride, padding), 2)
+    estimate = power_iteration_norm(conv_layer(weight, stride, padding), (3, 6, 6), iters=300)
+    assert estimate == pytest.approx(explicit, rel=1e-6)
+
+
+def test_power_iteration_on_linear_layer():
+    layer = nn.Linear(6, 4).double()
+    explicit = np.linalg.norm(layer.weight.detach().numpy(), 2)
+    assert power_iteration_norm(layer, (6,), iters=300) == pytest.approx(explicit, rel=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("padding", [0, 1])
+@pytest.mark.parametrize("size", [5, 6])
+def test_paper_bound_never_below_zero_padded_norm(seed, stride, padding, size):
+    weight = random_weight(seed, (3, 2, 3, 3))
+    explicit = np.linalg.norm(zero_padded_conv_matrix(weight, size, stride, padding), 2)
+    assert conv_upper_bound(weight, size, stride) >= explicit * (1 - 1e-12)
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_paper_bound_is_exact_strided_circular_norm(stride):
+    # On the torus of size m = multiple of stride >= n + k - 1 the aliased-block formula is exact.
+    weight, size = random_weight(2), 5
+    torus = math.ceil((size + 3 - 1) / stride) * stride
+    explicit = np.linalg.norm(circular_conv_matrix(weight, torus, stride), 2)
+    assert conv_upper_bound(weight, size, stride) == pytest.approx(explicit, rel=1e-12)
+
+
+def test_stride_normalization_on_identity_kernel():
+    identity = torch.ones(1, 1, 1, 1)
+    assert conv_upper_bound(identity, 8, 2) == pytest.approx(1.0)  # subsampling keeps norm 1, not 1/stride
+
+
+def small_model() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 10), nn.Sigmoid(), nn.Linear(10, 3),
+    )
+
+
+def test_layer_bounds_rows_and_factors():
+    model = small_model()
+    table = layer_bounds(model, (1, 8, 8), power_iters=200)
+    assert list(table["layer"]) == ["Conv2d", "ReLU", "MaxPool2d", "Flatten", "Linear", "Sigmoid", "Linear"]
+    assert list(table["paper_bound"][[1, 2, 3, 5]]) == [1.0, 1.0, 1.0, 0.25]
+    for row, layer in [(4, model[4]), (6, model[6])]:
+        sv = np.linalg.svd(layer.weight.detach().numpy().astype(np.float64), compute_uv=False)
+        assert table["paper_bound"][row] == pytest.approx(sv[0], rel=1e-5)
+        assert table["power_norm"][row] == pytest.approx(sv[0], rel=1e-3)
+    assert table["lower_bound"][6] == 0.0  # 10 -> 3 has a null space
+    conv = table.iloc[0]
+    assert conv["output_shape"] == (4, 8, 8)
+    assert conv["power_norm"] <= conv["paper_bound"] * (1 + 1e-6)
+    assert global_upper_bound(table) == pytest.approx(math.prod(table["paper_bound"]))
+
+
+def test_overlapping_max_pool_factor():
+    table = layer_bounds(nn.Sequential(nn.MaxPool2d(3, stride=2)), (1, 9, 9))
+    assert table["paper_bound"][0] == pytest.approx(2.0)  # a pixel can win 2 x 2 overlapping windows
+
+
+def test_layer_bounds_rejects_unknown_layer():
+    with pytest.raises(ValueError, match="no Lipschitz bound"):
+        layer_bounds(nn.Sequential(nn.Softmax(dim=1)), (4,))
+
+
+def test_margin_lipschitz_and_certified_radius_on_linear_model():
+    model = nn.Linear(5, 3).double()
+    x = torch.randn(8, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    logits = model(x).detach().numpy()
+    W = model.weight.detach().numpy()
+    order = np.argsort(-logits, axis=1)
+    expected = np.linalg.norm(W[order[:, 0]] - W[order[:, 1]], axis=1)
+    np.testing.assert_allclose(local_lipschitz(model, x).numpy(), expected, rtol=1e-10)
+    # Exact distance to the nearest decision boundary of a linear classifier, per example.
+    top = order[:, 0]
+    distance = np.full(len(x), np.inf)
+    for i, a in enumerate(top):
+        for j in range(3):
+            if j != a:
+                distance[i] = min(distance[i], (logits[i, a] - logits[i, j]) / np.linalg.norm(W[a] - W[j]))
+    radius = certified_radius(model, x, np.linalg.norm(W, 2)).numpy()
+    assert radius.shape == (8,)
+    assert np.all(radius <= distance + 1e-12)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: conv_singular_values_fft(torch.randn(3, 3, 3), 5),
+        lambda: conv_singular_values_fft(torch.randn(2, 3, 3, 3), 0),
+        lambda: conv_singular_values_fft(torch.randn(2, 3, 7, 7), 5),
+        lambda: conv_upper_bound(torch.randn(2, 3, 3, 3), 5, stride=0),
+        lambda: conv_upper_bound(torch.randn(2, 3, 3, 3), -1, stride=1),
+        lambda: conv_upper_bound(torch.randn(2, 3, 3), 5, stride=1),
+        lambda: power_iteration_norm(nn.Linear(3, 2), (0,)),
+        lambda: power_iteration_norm(nn.Linear(3, 2), (3,), iters=0),
+        lambda: fc_bounds(nn.Conv2d(1, 1, 3)),
+        lambda: layer_bounds(nn.Linear(3, 2), (3,)),
+        lambda: certified_radius(nn.Linear(3, 2), torch.randn(4, 3), 0.0),
+    ],
+)
+def test_bad_inputs_raise_value_error(call):
+    with pytest.raises(ValueError):
+        call()
+
+
+def test_alexnet_absent_returns_none_without_download(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("tried to download")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    assert imagenet.load_alexnet_pretrained() is None
+    assert "Colab" in imagenet.ALEXNET_MISSING_NOTE
+
+
+def test_alexnet_url_is_torchvisions():
+    torchvision = pytest.importorskip("torchvision")
+    assert imagenet.ALEXNET_URL == torchvision.models.AlexNet_Weights.IMAGENET1K_V1.url
+
+
+def test_alexnet_table_on_a_small_alexnet_like_model():
+    torch.manual_seed(0)
+    model = nn.Module()
+    model.features = nn.Sequential(nn.Conv2d(3, 4, 5, stride=2, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+                                   nn.Conv2d(4, 6, 3, padding=1), nn.ReLU())
+    model.avgpool = nn.AdaptiveAvgPool2d((3, 3))
+    model.classifier = nn.Sequential(nn.Dropout(), nn.Linear(6 * 3 * 3, 8), nn.ReLU(), nn.Linear(8, 5))
+    table = imagenet.alexnet_table5_layers(model, (3, 15, 15), power_iters=50)
+    assert list(table["layer_label"]) == ["Conv. 1", "Conv. 2", "FC 1", "FC 2"]
+    assert np.all(table["power_norm"] <= table["paper_bound"] * (1 + 1e-4))
+
+
+def test_robustness_table_on_linear_model():
+    generator = torch.Generator().manual_seed(5)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 4)).double()
+    x = torch.rand(10, 1, 2, 3, dtype=torch.float64, generator=generator)
+    y = torch.randint(0, 4, (10,), generator=generator)
+    x_adv = x + 0.3 * torch.randn(x.shape, dtype=torch.float64, generator=generator)
+    L = 2.5
+    table = robustness_table(model, x, y, x_adv, L)
+    W, b = model[1].weight.detach().numpy(), model[1].bias.detach().numpy()
+    X, X_adv = x.reshape(10, -1).numpy(), x_adv.reshape(10, -1).numpy()
+    logits, logits_adv = X @ W.T + b, X_adv @ W.T + b
+    order = np.argsort(-logits, axis=1)
+    a, c = order[:, 0], order[:, 1]
+    margin = logits[np.arange(10), a] - logits[np.arange(10), c]
+    slope = np.linalg.norm(W[a] - W[c], axis=1)
+    r = np.linalg.norm(X_adv - X, axis=1)
+    np.testing.assert_array_equal(table["correct"], a == y.numpy())
+    np.testing.assert_array_equal(table["flipped"], logits_adv.argmax(1) != a)
+    np.testing.assert_allclose(table["margin"], margin, rtol=1e-10)
+    np.testing.assert_allclose(table["local_slope"], slope, rtol=1e-10)
+    np.testing.assert_allclose(table["certified"], margin / (math.sqrt(2) * L), rtol=1e-10)
+    np.testing.assert_allclose(table["local_estimate"], margin / slope, rtol=1e-10)  # distance to the a|c hyperplane
+    np.testing.assert_allclose(table["attack_norm"], r, rtol=1e-10)
+    np.testing.assert_allclose(table["secant_slope"], margin / r, rtol=1e-10)
+
+
+def test_robustness_table_rejects_mismatched_shapes():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    x = torch.rand(5, 1, 2, 2)
+    with pytest.raises(ValueError, match="do not match"):
+        robustness_table(model, x, torch.zeros(5, dtype=torch.long), x[:4], 1.0)
+    with pytest.raises(ValueError, match="do not match"):
+        robustness_table(model, x, torch.zeros(4, dtype=torch.long), x, 1.0)
