@@ -130,6 +130,25 @@ def lbfgs_attack(
         return _c_search(model, x, target, loss_fn, minimise, c_init, c_steps, refine)
 
 
+def minimise_penalty(
+    model: nn.Module, x: Tensor, target: Tensor, c: float | Tensor, *, max_iter: int = 100, history: int = 10,
+    loss: str | LossFn = "ce",
+) -> Tensor:
+    """One step of the c search: argmin over x+r in [0,1] of ||r||^2 + c loss(f(x+r), l), per image (c scalar or [N])."""
+    c = torch.as_tensor(c, dtype=x.dtype, device=x.device).expand(len(x)).clone()
+    if not (torch.isfinite(c).all() and (c > 0).all()):
+        raise ValueError(f"c must be positive and finite, got values in [{c.min().item():g}, {c.max().item():g}]")
+    loss_fn = _check_attack(model, x, target, 1.0, 1, max_iter, history, loss)
+    x, target = x.detach(), target.long()
+    x_flat = x.flatten(1)
+
+    def penalty(z: Tensor, rows: Tensor) -> Tensor:
+        return (z - x_flat[rows]).pow(2).sum(1) + c[rows] * loss_fn(model(z.view(-1, *x.shape[1:])), target[rows])
+
+    with _evaluating(model):
+        return _lbfgsb_torch(penalty, x_flat.clone(), max_iter=max_iter, history=history).view(x.shape)
+
+
 def _c_search(
     model: nn.Module,
     x: Tensor,

@@ -5,7 +5,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import attack, cache, data, paper, zoo
+from . import attack, cache, data, models, paper, zoo
+from .train import classification_loss, error_rate, fit, predict
 
 
 def table1_errors() -> pd.DataFrame:
@@ -77,3 +78,73 @@ def table1_distortions(n: int = 1000, seed: int = 0, target: str = "runner-up") 
                      "mean distortion": round(mean, 4), "paper distortion": ref["distortion"],
                      "ratio ours/paper": round(mean / ref["distortion"], 2)})
     return pd.DataFrame(rows)
+
+
+def targets_compared(name: str, n: int = 100, seed: int = 0) -> dict:
+    """Runner-up target vs the best of all nine targets on the same seeded training images (cached)."""
+    runner_up = adversarial_set(name, n=n, train=True, seed=seed, target="runner-up")
+    every = adversarial_set(name, n=n, train=True, seed=seed, target="all")
+    return {"runner-up": runner_up["distortion"], "all": every["distortion"],
+            "same target": (runner_up["target"] == every["target"])}
+
+
+def exact_linear_minimum(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """For a linear model, the exact minimal distortion over all nine wrong labels, per image."""
+    wrong = torch.stack([torch.tensor([t for t in range(10) if t != int(label)]) for label in y])
+    exact = attack.exact_min_distortion_linear(model, x.repeat_interleave(9, 0), wrong.flatten())
+    return exact.distortion.view(len(x), 9).min(1).values
+
+
+def linear_optimality_gap(name: str, n: int = 100, seed: int = 0) -> dict:
+    """Attack distortion (best of nine targets) and the exact QP minimum, per image, for a linear zoo model."""
+    adv = adversarial_set(name, n=n, train=True, seed=seed, target="all")
+    correct = adv["c"] > 0  # images the model already misclassifies need no perturbation (c = 0)
+    exact = exact_linear_minimum(zoo.load(name), adv["x"][correct], adv["y"][correct])
+    return {"attack": adv["distortion"][correct], "exact": exact}
+
+
+def c_sweep(name: str, index: int = 0, cs: tuple[float, ...] = tuple(10.0 ** k for k in range(-2, 4)) + (
+        0.3, 3.0, 30.0, 300.0), seed: int = 0) -> dict:
+    """One test image attacked towards its runner-up label at each fixed c (the penalty minimisers)."""
+    def compute() -> dict:
+        model = zoo.load(name)
+        x, y = data.fixed_subset(max(index + 1, 100), train=False, seed=seed)
+        x, y = x[index : index + 1], y[index : index + 1]
+        logits = model(x)
+        target = logits.scatter(1, y[:, None], -float("inf")).argmax(1)
+        c = torch.tensor(sorted(cs), dtype=torch.float32)
+        x_adv = attack.minimise_penalty(model, x.expand(len(c), -1, -1, -1), target.expand(len(c)), c)
+        probs = model(x_adv).softmax(1)
+        return {"x": x[0], "y": y[0], "target": target[0], "c": c, "x_adv": x_adv, "probs": probs,
+                "distortion": attack.distortion(x.expand_as(x_adv), x_adv),
+                "success": probs.argmax(1) == target[0]}
+
+    return cache.cached("c-sweep", compute, model=name, index=index, cs=sorted(cs), seed=seed, attack=attack.VERSION)
+
+
+def softmax_decay_sweep(lambdas: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0), epochs: int = 5,
+                        n: int = 200, seed: int = 0) -> dict:
+    """Softmax models trained with each weight decay: test error, exact mean minimal distortion, weights (cached)."""
+    def compute() -> dict:
+        train_x, train_y = data.load_mnist(train=True)
+        test_x, test_y = data.load_mnist(train=False)
+        x, y = data.fixed_subset(n, train=False, seed=seed)
+        errors, distortions, weights, examples = [], [], [], []
+        for lam in tqdm(lambdas, desc="softmax weight-decay sweep", leave=False):
+            torch.manual_seed(seed)
+            model = models.softmax_classifier()
+            fit(model, train_x, train_y, classification_loss(lambda m, lam=lam: models.weight_decay_penalty(m, (lam,))),
+                epochs=epochs, seed=seed, progress=False)
+            model.eval()
+            errors.append(error_rate(model, test_x, test_y))
+            correct = predict(model, x) == y
+            exact = exact_linear_minimum(model, x[correct], y[correct])
+            distortions.append(exact.mean().item())
+            weights.append(model[1].weight.detach().clone())
+            examples.append(attack.min_distortion(model, x[:1], y[:1], target="runner-up").x_adv[0])
+        return {"lambdas": torch.tensor(lambdas, dtype=torch.float64), "test_error": torch.tensor(errors),
+                "mean_distortion": torch.tensor(distortions), "weights": torch.stack(weights),
+                "x": x[0], "x_adv": torch.stack(examples)}
+
+    return cache.cached("softmax-decay-sweep", compute, lambdas=list(lambdas), epochs=epochs, n=n, seed=seed,
+                        attack=attack.VERSION)

@@ -43,3 +43,32 @@ def ours_vs_paper(labels: Sequence[str], ours: Sequence[float], paper: Sequence[
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def attack_panel(x: torch.Tensor, x_adv: torch.Tensor, probs: torch.Tensor, label: int, target: int,
+                 title: str = "", magnify: float | None = None) -> plt.Figure:
+    """x, the perturbation r (magnified), x + r, and the class probabilities of x + r."""
+    r = (x_adv - x).squeeze().detach()
+    scale = magnify if magnify is not None else 0.5 / max(r.abs().max().item(), 1e-12)
+    fig, axes = plt.subplots(1, 4, figsize=(10, 2.6), gridspec_kw={"width_ratios": [1, 1, 1, 1.6]})
+    panels = [(x, f"x (label {label})", 0, 1, "gray"), (0.5 + scale * r, f"r x {scale:.0f} (+0.5)", 0, 1, "RdBu_r"),
+              (x_adv, "x + r", 0, 1, "gray")]
+    for ax, (img, name, lo, hi, cmap) in zip(axes, panels):
+        ax.imshow(img.squeeze().detach().numpy(), cmap=cmap, vmin=lo, vmax=hi)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    colors = ["tab:green" if k == label else "tab:red" if k == target else "tab:gray" for k in range(len(probs))]
+    axes[3].bar(range(len(probs)), probs.detach().numpy(), color=colors)
+    axes[3].set_xticks(range(len(probs)))
+    axes[3].set_ylim(0, 1)
+    axes[3].set_title("p(class | x + r): green label, red target", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def pairs_grid(originals: torch.Tensor, others: torch.Tensor, titles: Sequence[str] | None = None,
+               ncols: int = 5, suptitle: str | None = None) -> plt.Figure:
+    """Figure 7's layout: each original beside its distorted version (originals odd, others even columns)."""
+    interleaved = torch.stack([originals, others], 1).flatten(0, 1)
+    return image_grid(interleaved, titles, ncols=2 * ncols, suptitle=suptitle)

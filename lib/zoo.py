@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from . import DATA_DIR
 from .data import atomic_write_bytes, load_mnist, split_halves
 from .models import autoencoder, conv_net, encoder_classifier, sigmoid_mlp, softmax_classifier, weight_decay_penalty
-from .train import classification_loss, error_rate, fit
+from .train import classification_loss, fit, predict
 
 MODEL_DIR = DATA_DIR / "models"
 
@@ -177,13 +177,11 @@ def errors(model: nn.Module) -> dict[str, float]:
     """Error in percent on the training set, its halves P1 and P2, and the test set."""
     train_x, train_y = load_mnist(train=True)
     test_x, test_y = load_mnist(train=False)
+    wrong = (predict(model, train_x) != train_y).double()
     p1, p2 = split_halves()
-    return {
-        "train_error": round(error_rate(model, train_x, train_y), 4),
-        "P1_error": round(error_rate(model, train_x[p1], train_y[p1]), 4),
-        "P2_error": round(error_rate(model, train_x[p2], train_y[p2]), 4),
-        "test_error": round(error_rate(model, test_x, test_y), 4),
-    }
+    percent = lambda w: round(100.0 * w.mean().item(), 4)  # noqa: E731
+    return {"train_error": percent(wrong), "P1_error": percent(wrong[p1]), "P2_error": percent(wrong[p2]),
+            "test_error": percent((predict(model, test_x) != test_y).double())}
 
 
 def _versions() -> dict[str, str]:

@@ -350,3 +350,30 @@ def test_bad_input_to_min_distortion_and_exact(valid_input):
         exact_min_distortion_linear(model, x[0], target)
     with pytest.raises(ValueError, match="target out of range"):
         exact_min_distortion_linear(model, x, target + 10)
+
+
+def test_minimise_penalty_matches_scipy_at_fixed_c():
+    """One fixed-c solve of the batched L-BFGS equals scipy's L-BFGS-B on the same objective."""
+    import numpy as np
+    import scipy.optimize
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval()
+    x = torch.rand(2, 1, 28, 28)
+    target = (model(x).argmax(1) + 1) % 10
+    c = torch.tensor([0.5, 5.0])
+    ours = attack.minimise_penalty(model, x, target, c)
+    for i in range(2):
+        def f(z):
+            zt = torch.tensor(z, dtype=torch.float64, requires_grad=True)
+            w, b = model[1].weight.double(), model[1].bias.double()
+            logits = zt @ w.T + b
+            val = (zt - x[i].flatten().double()).pow(2).sum() + c[i] * torch.nn.functional.cross_entropy(
+                logits[None], target[i : i + 1])
+            val.backward()
+            return val.item(), zt.grad.numpy()
+        ref = scipy.optimize.minimize(f, x[i].flatten().double().numpy(), jac=True, method="L-BFGS-B",
+                                      bounds=[(0, 1)] * 784, options={"ftol": 1e-12, "gtol": 1e-8})
+        assert np.abs(ours[i].flatten().double().numpy() - ref.x).max() < 2e-3
+    with pytest.raises(ValueError, match="c must be positive"):
+        attack.minimise_penalty(model, x, target, 0.0)
