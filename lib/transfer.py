@@ -1,0 +1,565 @@
+"""Section 4.2's transfer experiments: adversarial examples fed to other models (Table 2) and to models
+trained on a disjoint half of the training set (Tables 3-4), against Gaussian noise, magnified, and swept.
+
+An "examples" mapping is {source model name: adversarial set}, each set a dict of tensors like
+`lib.experiments.adversarial_set` returns: x, y, x_adv, success, distortion (one entry per image).
+Errors are in percent; an image counts as an error for a model when its prediction is not the true label.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from . import attack, data, experiments, paper, zoo
+
+Examples = Mapping[str, Mapping[str, Tensor]]
+
+NOISE_STDDEVS = (0.1, 0.3)  # Table 2's two noise rows
+MAGNIFIED_STDDEV = 0.1  # Table 4's magnified rows and its last noise row
+SWEEP_STDDEVS = (0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3)
+
+
+# ----------------------------------------------------------------------------------------------
+# Checks and evaluation
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_models(models: Mapping[str, nn.Module]) -> None:
+    if not isinstance(models, Mapping) or not models:
+        raise ValueError("models must be a non-empty mapping {name: nn.Module}")
+    for name, model in models.items():
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"models[{name!r}] is a {type(model).__name__}, not an nn.Module")
+
+
+def _check_images_labels(x: Tensor, y: Tensor, what: str = "x") -> None:
+    if not isinstance(x, Tensor) or x.dim() != 4:
+        raise ValueError(f"{what} must be a tensor of images [N,C,H,W], got {getattr(x, 'shape', type(x))}")
+    if not isinstance(y, Tensor) or y.shape != (len(x),):
+        raise ValueError(f"labels must be a tensor [N] matching {what} ({len(x)} images), got "
+                         f"{getattr(y, 'shape', type(y))}")
+    if len(x) == 0:
+        raise ValueError(f"{what} holds no images")
+
+
+def _check_stddev(stddev: float) -> float:
+    if isinstance(stddev, bool) or not isinstance(stddev, (int, float, np.floating)) or not np.isfinite(stddev) \
+            or stddev <= 0:
+        raise ValueError(f"stddev must be a positive finite number, got {stddev!r}")
+    return float(stddev)
+
+
+def _check_examples(examples: Examples) -> None:
+    if not isinstance(examples, Mapping) or not examples:
+        raise ValueError("examples must be a non-empty mapping {source model: adversarial set}")
+    for name, ex in examples.items():
+        missing = {"x", "y", "x_adv", "success"} - set(ex)
+        if missing:
+            raise ValueError(f"examples[{name!r}] lacks {sorted(missing)}")
+        _check_images_labels(ex["x"], ex["y"], f"examples[{name!r}]['x']")
+        if ex["x_adv"].shape != ex["x"].shape or ex["success"].shape != ex["y"].shape:
+            raise ValueError(f"examples[{name!r}]: x_adv {tuple(ex['x_adv'].shape)} / success "
+                             f"{tuple(ex['success'].shape)} do not match x {tuple(ex['x'].shape)}")
+        if not ex["success"].any():
+            raise ValueError(f"examples[{name!r}] has no successful adversarial example")
+
+
+def _common_images(examples: Examples) -> tuple[Tensor, Tensor]:
+    """The clean images and labels shared by every adversarial set (ValueError if they differ)."""
+    first = next(iter(examples.values()))
+    for name, ex in examples.items():
+        if not (torch.equal(ex["x"], first["x"]) and torch.equal(ex["y"], first["y"])):
+            raise ValueError(f"examples[{name!r}] was made on other images than the first set: "
+                             "transfer tables need one common subset")
+    return first["x"], first["y"]
+
+
+@torch.no_grad()
+def error_rate(model: nn.Module, x: Tensor, y: Tensor, batch: int = 2000) -> float:
+    """Error in percent of `model` on images x with true labels y."""
+    _check_images_labels(x, y)
+    wrong = sum(int((model(x[i : i + batch]).argmax(1) != y[i : i + batch]).sum()) for i in range(0, len(x), batch))
+    return 100.0 * wrong / len(x)
+
+
+def load_models(names: Sequence[str]) -> dict[str, nn.Module]:
+    """The named zoo models, in order, as a dict."""
+    if isinstance(names, str) or not names:
+        raise ValueError(f"names must be a non-empty sequence of zoo names, got {names!r}")
+    return {name: zoo.load(name) for name in names}
+
+
+# ----------------------------------------------------------------------------------------------
+# The building blocks: transfer matrix, noise, magnification
+# ----------------------------------------------------------------------------------------------
+
+
+def cross_model_error(examples: Examples, models: Mapping[str, nn.Module]) -> pd.DataFrame:
+    """Error % each column model makes on each row's successful adversarial examples (made on the row's model)."""
+    _check_examples(examples)
+    _check_models(models)
+    rows = {}
+    for source, ex in examples.items():
+        ok = ex["success"].bool()
+        rows[source] = {name: error_rate(model, ex["x_adv"][ok], ex["y"][ok]) for name, model in models.items()}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+@dataclass
+class NoiseResult:
+    """Error % of each model on Gaussian-noise copies of some images, and the size of the noise."""
+
+    errors: pd.Series  # model name -> error %
+    stddev: float  # the stated stddev
+    drawn_stddev: float  # the standard deviation of the noise actually drawn (before clipping)
+    distortion: float  # mean per-image distortion sqrt(sum r^2/784) of the clipped noisy images
+
+
+def noise_error(x: Tensor, y: Tensor, models: Mapping[str, nn.Module], stddev: float, seed: int = 0,
+                clip: bool = True) -> NoiseResult:
+    """Each model's error % on x plus seeded Gaussian noise of the given stddev (clipped to [0,1] if `clip`)."""
+    _check_images_labels(x, y)
+    _check_models(models)
+    stddev = _check_stddev(stddev)
+    noisy, noise = data.gaussian_noise(x, stddev, seed=seed, clip=clip)
+    errors = pd.Series({name: error_rate(model, noisy, y) for name, model in models.items()}, dtype=float)
+    return NoiseResult(errors, stddev, noise.double().std().item(), attack.distortion(x, noisy).mean().item())
+
+
+def magnify(x: Tensor, x_adv: Tensor, stddev: float, clip: bool = True) -> Tensor:
+    """x + stddev * r / d(r), r = x_adv - x, d(r) = sqrt(sum r^2 / n): distortion exactly `stddev` before clipping.
+
+    This is the paper's x + 0.1 (x'-x)/||x'-x|| with ||.|| read as the same root-mean-square norm it
+    calls stddev (the plain L2 norm would give a distortion of 0.1/28 on MNIST). Images with r = 0
+    (already misclassified, nothing to magnify) are returned unchanged. Clipped to [0,1] if `clip`.
+    """
+    if not isinstance(x, Tensor) or not isinstance(x_adv, Tensor) or x.shape != x_adv.shape or x.dim() < 2:
+        raise ValueError(f"x and x_adv must be tensors of one shape [N,...], got "
+                         f"{getattr(x, 'shape', type(x))} and {getattr(x_adv, 'shape', type(x_adv))}")
+    stddev = _check_stddev(stddev)
+    r = x_adv - x
+    d = attack.distortion(x, x_adv)
+    scale = torch.where(d > 0, stddev / d.clamp_min(torch.finfo(d.dtype).tiny), torch.ones_like(d))
+    out = x + r * scale.view(-1, *([1] * (x.dim() - 1)))
+    return out.clamp(0.0, 1.0) if clip else out
+
+
+def magnified_error(examples: Examples, models: Mapping[str, nn.Module], stddev: float) -> pd.DataFrame:
+    """Like `cross_model_error`, with each successful example's perturbation rescaled to `stddev` (then clipped)."""
+    _check_examples(examples)
+    stddev = _check_stddev(stddev)
+    scaled = {}
+    for source, ex in examples.items():
+        ok = ex["success"].bool()
+        scaled[source] = {"x": ex["x"][ok], "y": ex["y"][ok], "x_adv": magnify(ex["x"][ok], ex["x_adv"][ok], stddev),
+                          "success": torch.ones(int(ok.sum()), dtype=torch.bool)}
+    return cross_model_error(scaled, models)
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TransferTable:
+    """One transfer table: ours beside the paper's (error % per row x column model, plus "distortion")."""
+
+    ours: pd.DataFrame
+    paper: pd.DataFrame
+    details: pd.DataFrame  # per row: images, success %, stated stddev, clipped, drawn noise stddev, measured distortion
+    examples: dict = field(repr=False, default_factory=dict)  # the adversarial sets the rows were made from
+    images: int = 0
+
+    @property
+    def difference(self) -> pd.DataFrame:
+        """Ours minus the paper's, cell by cell (percentage points; distortion in its own units)."""
+        return (self.ours - self.paper).round(2)
+
+
+def adversarial_sets(names: Sequence[str], n: int, train: bool, seed: int = 0,
+                     target: str = "runner-up") -> dict[str, dict]:
+    """One cached adversarial set per named model, all on the same seeded subset."""
+    if not isinstance(n, int) or n <= 0:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    return {name: experiments.adversarial_set(name, n=n, train=train, seed=seed, target=target) for name in names}
+
+
+def _adversarial_details(examples: Examples, prefix: str = "") -> dict[str, dict]:
+    out = {}
+    for source, ex in examples.items():
+        ok = ex["success"].bool()
+        d = attack.distortion(ex["x"][ok], ex["x_adv"][ok])
+        out[prefix + source] = {"images": int(ok.sum()), "success %": 100.0 * ok.double().mean().item(),
+                                "stated stddev": np.nan, "clipped": True, "drawn noise stddev": np.nan,
+                                "measured distortion": d.mean().item()}
+    return out
+
+
+def _noise_rows(x: Tensor, y: Tensor, models: Mapping[str, nn.Module], stddev: float, label: str, seed: int,
+                clips: Sequence[bool]) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """Rows of noise errors (one per clipping choice; the "distortion" column = the stated stddev) and details."""
+    rows, details = {}, {}
+    for clip in clips:
+        result = noise_error(x, y, models, stddev, seed=seed, clip=clip)
+        name = label if clip else f"{label}, unclipped"
+        rows[name] = {**result.errors[list(models)].to_dict(), "distortion": result.stddev}
+        details[name] = {"images": len(x), "success %": np.nan, "stated stddev": result.stddev, "clipped": clip,
+                         "drawn noise stddev": result.drawn_stddev, "measured distortion": result.distortion}
+    return pd.DataFrame.from_dict(rows, orient="index"), details
+
+
+def _reference(rows: Mapping[str, tuple[Sequence[float], float]], columns: Sequence[str], index: Sequence[str],
+               like: pd.DataFrame) -> pd.DataFrame:
+    """The paper's numbers as a frame shaped like ours: rows[label] = (errors per column, distortion)."""
+    frame = pd.DataFrame.from_dict({label: dict(zip(columns, errors), distortion=d)
+                                    for label, (errors, d) in rows.items()}, orient="index")
+    return frame.reindex(index=index, columns=like.columns)
+
+
+def table2(n: int = 1000, seed: int = 0, target: str = "runner-up", stddevs: Sequence[float] = NOISE_STDDEVS,
+           noise_seed: int = 0, clips: Sequence[bool] = (True, False),
+           names: Sequence[str] = paper.TABLE1_MODELS) -> TransferTable:
+    """Table 2: minimal adversarial examples of n seeded training images made on each model, fed to every model.
+
+    Rows: the source models (with their mean distortion) and Gaussian noise of each stddev on the same
+    images, clipped to [0,1] and (row ", unclipped") not; a noise row's "distortion" is the stated stddev,
+    as in the paper (`details` has the measured sizes). The paper does not say whether it clipped, so
+    both noise variants are compared with its one noise row of that stddev.
+    """
+    models = load_models(names)
+    examples = adversarial_sets(names, n, train=True, seed=seed, target=target)
+    x, y = _common_images(examples)
+    ours = cross_model_error(examples, models)
+    details = _adversarial_details(examples)
+    ours["distortion"] = [details[s]["measured distortion"] for s in ours.index]
+    reference = {}
+    for stddev in stddevs:
+        label = f"noise stddev {stddev:g}"
+        rows, more = _noise_rows(x, y, models, stddev, label, noise_seed, clips)
+        ours = pd.concat([ours, rows])
+        details.update(more)
+        key = f"noise-{stddev:g}"
+        if key in paper.TABLE2:
+            reference.update({row: paper.TABLE2[key] for row in rows.index})
+    reference.update({k: v for k, v in paper.TABLE2.items() if k in ours.index})
+    paper_frame = _reference(reference, paper.TABLE2_COLUMNS, ours.index, ours)
+    return TransferTable(ours, paper_frame, pd.DataFrame.from_dict(details, orient="index").reindex(ours.index),
+                         dict(examples), len(x))
+
+
+def table3(n: int = 1000, seed: int = 0, target: str = "runner-up") -> pd.DataFrame:
+    """Table 3: the P1/P2 models' error on P1, P2 and test, and their mean minimal distortion on n test images."""
+    frame = experiments.table3_errors()
+    examples = adversarial_sets(paper.TABLE3_MODELS, n, train=False, seed=seed, target=target)
+    details = _adversarial_details(examples)
+    frame["distortion"] = [details[name]["measured distortion"] for name in frame["model"]]
+    frame["paper distortion"] = [paper.TABLE3[name]["distortion"] for name in frame["model"]]
+    frame["distortion ratio ours/paper"] = (frame["distortion"] / frame["paper distortion"]).round(2)
+    return frame
+
+
+def paper_stddev(key: str) -> float:
+    """The stddev in one of `lib.paper.TABLE4`'s row names ("... (stddev 0.062)" -> 0.062)."""
+    return float(re.search(r"stddev ([0-9.]+)", key).group(1))
+
+
+MATCHING_NOISE = "noise at the adversarial stddev"
+
+
+def table4(n: int = 1000, seed: int = 0, target: str = "runner-up", magnified_stddev: float = MAGNIFIED_STDDEV,
+           noise_seed: int = 0, clips: Sequence[bool] = (True, False),
+           names: Sequence[str] = paper.TABLE3_MODELS) -> TransferTable:
+    """Table 4: test-set adversarial examples made on each P1/P2 model, fed to all three; noise; magnified examples.
+
+    Rows, in the paper's order: adversarial examples of each model; Gaussian noise whose stddev is
+    the mean distortion of those examples; the examples magnified to `magnified_stddev` (see
+    `magnify`); Gaussian noise of that stddev. Noise rows come clipped and (", unclipped") not.
+    """
+    magnified_stddev = _check_stddev(magnified_stddev)
+    if len(names) != len(paper.TABLE4_COLUMNS):
+        raise ValueError(f"table4 compares {len(paper.TABLE4_COLUMNS)} models with the paper's, got {list(names)}")
+    models = load_models(names)
+    examples = adversarial_sets(names, n, train=False, seed=seed, target=target)
+    x, y = _common_images(examples)
+    adversarial = cross_model_error(examples, models)
+    details = _adversarial_details(examples, prefix="adversarial ")
+    adversarial.index = [f"adversarial {s}" for s in adversarial.index]
+    adversarial["distortion"] = [details[s]["measured distortion"] for s in adversarial.index]
+    matching = float(adversarial["distortion"].mean())
+    noise_matching, more = _noise_rows(x, y, models, matching, MATCHING_NOISE, noise_seed, clips)
+    details.update(more)
+    magnified = magnified_error(examples, models, magnified_stddev)
+    magnified.index = [f"magnified {s}" for s in magnified.index]
+    magnified["distortion"] = magnified_stddev
+    for source, ex in examples.items():
+        ok = ex["success"].bool()
+        m = magnify(ex["x"][ok], ex["x_adv"][ok], magnified_stddev)
+        details[f"magnified {source}"] = {"images": int(ok.sum()), "success %": 100.0 * ok.double().mean().item(),
+                                          "stated stddev": magnified_stddev, "clipped": True,
+                                          "drawn noise stddev": np.nan,
+                                          "measured distortion": attack.distortion(ex["x"][ok], m).mean().item()}
+    noise_magnified, more = _noise_rows(x, y, models, magnified_stddev, f"noise stddev {magnified_stddev:g}",
+                                        noise_seed, clips)
+    details.update(more)
+    ours = pd.concat([adversarial, noise_matching, magnified, noise_magnified])
+    # the paper's rows: 3 adversarial, noise, 3 magnified, noise (each noise row compared with both of ours)
+    keys = list(paper.TABLE4)
+    blocks = [(adversarial.index, keys[0:3]), (noise_matching.index, [keys[3]] * len(noise_matching)),
+              (magnified.index, keys[4:7]), (noise_magnified.index, [keys[7]] * len(noise_magnified))]
+    reference = {label: (paper.TABLE4[key], paper_stddev(key))
+                 for labels, ks in blocks for label, key in zip(labels, ks)}
+    paper_frame = _reference(reference, paper.TABLE4_COLUMNS, ours.index, ours)
+    return TransferTable(ours, paper_frame, pd.DataFrame.from_dict(details, orient="index").reindex(ours.index),
+                         dict(examples), len(x))
+
+
+# ----------------------------------------------------------------------------------------------
+# The paper's qualitative claims, tested on a table's numbers
+# ----------------------------------------------------------------------------------------------
+
+
+def off_diagonal(frame: pd.DataFrame, prefix: str = "") -> pd.Series:
+    """The cells (row = examples made on model i, column = model j != i) of a transfer table, keyed (i, j)."""
+    cells = {}
+    for row in frame.index:
+        if not row.startswith(prefix) or row[len(prefix):] not in frame.columns:
+            continue
+        source = row[len(prefix):]
+        for column in frame.columns:
+            if column not in (source, "distortion"):
+                cells[(source, column)] = frame.loc[row, column]
+    return pd.Series(cells, dtype=float)
+
+
+def _above_noise(cells: pd.Series, noise: pd.Series) -> np.ndarray:
+    """For each (source, column) cell: is it above the noise error of its column?"""
+    return cells.values > noise.reindex(cells.index.get_level_values(1)).values
+
+
+def _claim_checks(t2: pd.DataFrame, t4: pd.DataFrame, noise2: Sequence[str], noise_matching: Sequence[str],
+                  noise_magnified: Sequence[str], pair: tuple[str, str]) -> list[tuple[str, str, str, bool]]:
+    """(claim, test, numbers, holds) for the frames of one side (ours or the paper's)."""
+    models2 = [c for c in t2.columns if c != "distortion"]
+    models4 = [c for c in t4.columns if c != "distortion"]
+    cross = off_diagonal(t2)
+    per_column = cross.groupby(level=1).mean().reindex(models2)
+    checks = []
+    for row in noise2:
+        noise = t2.loc[row, models2]
+        above = _above_noise(cross, noise)
+        checks.append((
+            f"Table 2: adversarial examples transfer to other models far above {row}",
+            f"every column's mean transferred error > its error under {row}, and the overall mean >= 2x",
+            f"mean transferred error {cross.mean():.1f}% vs {noise.mean():.1f}%; columns above: "
+            f"{int((per_column > noise).sum())}/{len(models2)}; single cells above: {int(above.sum())}/{len(cross)}",
+            bool((per_column > noise).all() and cross.mean() >= 2 * noise.mean())))
+
+    cross4 = off_diagonal(t4, "adversarial ")
+    same_data = pd.Series([t2.loc[pair[0], pair[1]], t2.loc[pair[1], pair[0]]])
+    checks.append((
+        "Table 4: cross-training-set transfer is weaker than transfer between models trained on the same data",
+        f"mean of Table 4's off-diagonal < mean of Table 2's {pair[0]}<->{pair[1]} (same data, other width)",
+        f"Table 4 mean {cross4.mean():.1f}% vs Table 2 {pair[0]}<->{pair[1]} mean {same_data.mean():.1f}%",
+        bool(cross4.mean() < same_data.mean())))
+    checks.append((
+        "Table 4: cross-training-set transfer is weaker (compared with all of Table 2)",
+        "mean of Table 4's off-diagonal < mean of Table 2's off-diagonal",
+        f"Table 4 mean {cross4.mean():.1f}% vs Table 2 mean {cross.mean():.1f}%", bool(cross4.mean() < cross.mean())))
+    for row in noise_matching:
+        noise = t4.loc[row, models4]
+        above = _above_noise(cross4, noise)
+        checks.append((
+            f"Table 4: cross-training-set transfer is above noise ({row})",
+            "every off-diagonal cell > its column's error under that noise",
+            f"cells above: {int(above.sum())}/{len(above)}; smallest transfer {cross4.min():.1f}% vs noise "
+            f"{noise.max():.1f}% at most", bool(above.all())))
+
+    magnified = off_diagonal(t4, "magnified ").reindex(cross4.index)
+    raised = magnified.values > cross4.values
+    checks.append((
+        "Table 4: magnification raises transfer", "every off-diagonal magnified cell > the unmagnified one",
+        f"mean {cross4.mean():.1f}% -> {magnified.mean():.1f}%; cells raised: {int(raised.sum())}/{len(raised)}",
+        bool(raised.all())))
+    for row in noise_magnified:
+        noise = t4.loc[row, models4]
+        above = _above_noise(magnified, noise)
+        checks.append((
+            f"Table 4: magnified examples transfer above noise of their stddev ({row})",
+            "every off-diagonal magnified cell > its column's error under that noise",
+            f"cells above: {int(above.sum())}/{len(above)}; mean {magnified.mean():.1f}% vs noise mean "
+            f"{noise.mean():.1f}%",
+            bool(above.all())))
+    return checks
+
+
+def claims(t2: TransferTable, t4: TransferTable,
+           pair: tuple[str, str] = ("N100-100-10", "N200-200-10")) -> pd.DataFrame:
+    """Which of the paper's qualitative claims hold in our numbers, and (as a check of the test) in the paper's."""
+    noise2 = [r for r in t2.ours.index if r.startswith("noise stddev")]
+    rows4 = list(t4.ours.index)
+    magnified_at = next((i for i, r in enumerate(rows4) if r.startswith("magnified ")), None)
+    if not noise2 or magnified_at is None:
+        raise ValueError("claims needs table2's noise rows and table4's magnified rows")
+    noise_matching = [r for r in rows4[:magnified_at] if r.startswith("noise")]
+    noise_magnified = [r for r in rows4[magnified_at:] if r.startswith("noise")]
+    if not noise_matching or not noise_magnified:
+        raise ValueError("claims needs table4's noise rows before and after its magnified rows")
+    ours = _claim_checks(t2.ours, t4.ours, noise2, noise_matching, noise_magnified, pair)
+    theirs = _claim_checks(t2.paper, t4.paper, noise2, noise_matching, noise_magnified, pair)
+    return pd.DataFrame([{"claim": c, "test": t, "ours": n, "holds (ours)": h, "paper's numbers": pn,
+                          "holds (paper's numbers)": ph} for (c, t, n, h), (_, _, pn, ph) in zip(ours, theirs)])
+
+
+# ----------------------------------------------------------------------------------------------
+# Noise-level sweep
+# ----------------------------------------------------------------------------------------------
+
+
+NOISE, NOISE_UNCLIPPED = "Gaussian noise", "Gaussian noise, unclipped"
+OWN, OTHERS = "own adversarial, rescaled", "other models' adversarial, rescaled"
+
+
+def sweep(examples: Examples, models: Mapping[str, nn.Module], stddevs: Sequence[float] = SWEEP_STDDEVS,
+          seed: int = 0) -> pd.DataFrame:
+    """Error % of each model vs stddev: Gaussian noise (clipped and not), its own adversarial perturbations and
+    the other models' (each rescaled to that stddev with `magnify`, then clipped), on the examples' common
+    images. Long format: model, stddev, perturbation, error %, measured distortion (mean, after clipping)."""
+    _check_examples(examples)
+    _check_models(models)
+    if not stddevs:
+        raise ValueError("give at least one stddev")
+    x, y = _common_images(examples)
+    rows = []
+    for stddev in stddevs:
+        stddev = _check_stddev(stddev)
+        noise = {NOISE: noise_error(x, y, models, stddev, seed=seed),
+                 NOISE_UNCLIPPED: noise_error(x, y, models, stddev, seed=seed, clip=False)}
+        sizes, errors = {}, {}
+        for source, ex in examples.items():
+            ok = ex["success"].bool()
+            scaled = magnify(ex["x"][ok], ex["x_adv"][ok], stddev)
+            sizes[source] = attack.distortion(ex["x"][ok], scaled).mean().item()
+            errors[source] = {name: error_rate(model, scaled, ex["y"][ok]) for name, model in models.items()}
+        for name in models:
+            for kind, result in noise.items():
+                rows.append({"model": name, "stddev": stddev, "perturbation": kind,
+                             "error %": result.errors[name], "measured distortion": result.distortion})
+            if name in examples:
+                rows.append({"model": name, "stddev": stddev, "perturbation": OWN,
+                             "error %": errors[name][name], "measured distortion": sizes[name]})
+            others = [s for s in examples if s != name]
+            if others:
+                rows.append({"model": name, "stddev": stddev, "perturbation": OTHERS,
+                             "error %": float(np.mean([errors[s][name] for s in others])),
+                             "measured distortion": float(np.mean([sizes[s] for s in others]))})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures
+# ----------------------------------------------------------------------------------------------
+
+
+def heatmaps(table: TransferTable, title: str) -> plt.Figure:
+    """Our transfer table and the paper's as two heatmaps on one colour scale (0-100% error)."""
+    import seaborn as sns
+
+    columns = [c for c in table.ours.columns if c != "distortion"]
+    labels = [f"{r} ({d:.3f} / {p:.3f})" for r, d, p in
+              zip(table.ours.index, table.ours["distortion"], table.paper["distortion"])]
+    width = 0.07 * max(len(label) for label in labels) + 2.4 * len(columns) + 1.5
+    fig, axes = plt.subplots(1, 2, figsize=(width, 0.42 * len(labels) + 2.4),
+                             gridspec_kw={"width_ratios": [1, 1.2]})
+    for ax, (who, frame) in zip(axes, (("this book", table.ours), ("the paper", table.paper))):
+        sns.heatmap(frame[columns].set_axis(labels), ax=ax, vmin=0, vmax=100, cmap="viridis", annot=True,
+                    fmt=".1f", cbar=who == "the paper", cbar_kws={"label": "error %"}, annot_kws={"fontsize": 8},
+                    yticklabels=who == "this book")
+        ax.set_title(who)
+        ax.set_xlabel("model the examples are fed to")
+        ax.tick_params(axis="x", rotation=30)
+        for label in ax.get_xticklabels():
+            label.set_ha("right")
+    axes[0].set_ylabel("rows (distortion or stddev: ours / the paper's)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+PERTURBATION_STYLE = {NOISE: ("tab:gray", "o", "-"), NOISE_UNCLIPPED: ("black", "x", "--"),
+                      OWN: ("tab:red", "s", "-"), OTHERS: ("tab:blue", "^", "-")}
+
+
+def sweep_figure(frame: pd.DataFrame, ncols: int = 3) -> plt.Figure:
+    """Error vs stddev for each model: noise, own and other models' rescaled adversarial perturbations."""
+    if frame.empty:
+        raise ValueError("the sweep is empty")
+    names = list(dict.fromkeys(frame["model"]))
+    nrows = -(-len(names) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3 * nrows), squeeze=False, sharex=True, sharey=True)
+    for ax, name in zip(axes.flat, names):
+        for kind, (colour, marker, line) in PERTURBATION_STYLE.items():
+            part = frame[(frame["model"] == name) & (frame["perturbation"] == kind)]
+            if len(part):
+                ax.plot(part["stddev"], part["error %"], marker=marker, color=colour, ls=line, label=kind, ms=4)
+        ax.set_xscale("log")
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("stddev of the perturbation (before clipping)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("error %")
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def noise_panel(examples: Examples, frame: pd.DataFrame, stddev: float, source: str, n_images: int = 6,
+                seed: int = 0) -> plt.Figure:
+    """For one stddev: sample images clean / with noise / with `source`'s adversarial perturbation rescaled,
+    and each model's error under both (read from a `sweep` frame)."""
+    stddev = _check_stddev(stddev)
+    if source not in examples:
+        raise ValueError(f"source {source!r} is not among the examples: {list(examples)}")
+    part = frame[np.isclose(frame["stddev"], stddev)]
+    if part.empty:
+        raise ValueError(f"stddev {stddev} is not in the sweep")
+    ex = examples[source]
+    ok = ex["success"].bool() & (attack.distortion(ex["x"], ex["x_adv"]) > 0)
+    x = ex["x"][ok][:n_images]
+    noisy, _ = data.gaussian_noise(x, stddev, seed=seed)
+    scaled = magnify(x, ex["x_adv"][ok][:n_images], stddev)
+    fig = plt.figure(figsize=(12, 4.2))
+    left, right = fig.subfigures(1, 2, width_ratios=[1.1, 1])
+    axes = left.subplots(3, len(x), squeeze=False)
+    for row, (label, images) in enumerate((("clean", x), (f"noise {stddev:g}", noisy),
+                                           (f"{source}\nadversarial, {stddev:g}", scaled))):
+        for i, ax in enumerate(axes[row]):
+            ax.imshow(images[i, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([]), ax.set_yticks([])
+        axes[row, 0].set_ylabel(label, fontsize=8)
+    left.suptitle("sample images", fontsize=10)
+    ax = right.subplots()
+    names = list(dict.fromkeys(part["model"]))
+    width = 0.8 / len(PERTURBATION_STYLE)
+    for k, (kind, (colour, _, _)) in enumerate(PERTURBATION_STYLE.items()):
+        values = part[part["perturbation"] == kind].set_index("model")["error %"].reindex(names)
+        ax.barh(np.arange(len(names)) + (k - (len(PERTURBATION_STYLE) - 1) / 2) * width, values, width,
+                color=colour, label=kind)
+    ax.set_yticks(np.arange(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("error %")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
+    ax.set_title(f"each model's error at stddev {stddev:g} (before clipping)", fontsize=10)
+    right.subplots_adjust(left=0.3, bottom=0.3)
+    return fig
