@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: book test venv models benchmarks clean
+.PHONY: book test venv models benchmarks clean browser-deps vendor-js
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,10 +14,40 @@ $(STAMP): requirements.txt
 
 venv: $(STAMP)
 
+# Builds the HTML book and prints how long it took. The first build after `make clean` (or on a fresh
+# clone) executes every chapter: the cold time. Unchanged chapters then come from jupyter-cache
+# (_build/.jupyter_cache), so a second `make book` is the warm rebuild time.
 book: $(STAMP)
 	@start=$$(date +%s); \
+	if [ -d _build/.jupyter_cache ]; then kind="warm: unchanged chapters from jupyter-cache"; else kind="cold: every chapter executed"; fi; \
 	$(VENV)/bin/jupyter-book build . -W --keep-going && \
-	echo "book built in $$(( $$(date +%s) - start )) s: open _build/html/index.html"
+	echo "book built in $$(( $$(date +%s) - start )) s ($$kind): open _build/html/index.html"
+
+# What the browser test (tests/test_book.py) needs: Debian's Chromium and Playwright for Python.
+# Playwright drives /usr/bin/chromium; it never downloads a browser of its own.
+browser-deps: $(STAMP)
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi; \
+	fi
+	$(PY) -m pip install --quiet playwright
+	@echo "browser test ready: /usr/bin/chromium and playwright for $(PY)"
+
+# Refreshes the committed browser scripts in _vendor/ (require.js, the ipywidgets embedder, MathJax) from
+# the npm versions pinned in package.json/package-lock.json. Only maintainers need npm; a clone does not.
+vendor-js:
+	@set -e; tmp=$$(mktemp -d); cp package.json package-lock.json $$tmp/; \
+	(cd $$tmp && npm ci --ignore-scripts --no-audit --no-fund --silent); \
+	nm=$$tmp/node_modules; rm -rf _vendor/requirejs _vendor/jupyter-widgets _vendor/mathjax; \
+	mkdir -p _vendor/requirejs _vendor/jupyter-widgets _vendor/mathjax/output/chtml/fonts _vendor/mathjax/input/tex; \
+	cp $$nm/requirejs/require.js _vendor/requirejs/; \
+	cp $$nm/@jupyter-widgets/html-manager/dist/embed-amd.js $$nm/@jupyter-widgets/html-manager/dist/*.woff2 \
+	   $$nm/@jupyter-widgets/html-manager/dist/*.woff $$nm/@jupyter-widgets/html-manager/dist/*.ttf _vendor/jupyter-widgets/; \
+	cp $$nm/mathjax/LICENSE $$nm/mathjax/es5/tex-chtml.js _vendor/mathjax/; \
+	cp -r $$nm/mathjax/es5/ui $$nm/mathjax/es5/a11y _vendor/mathjax/; \
+	cp -r $$nm/mathjax/es5/output/chtml/fonts/woff-v2 _vendor/mathjax/output/chtml/fonts/; \
+	cp -r $$nm/mathjax/es5/input/tex/extensions _vendor/mathjax/input/tex/; \
+	rm -rf $$tmp; du -sh _vendor
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -1,10 +1,9 @@
 """Benchmark the Section 4.1 attack: batched torch L-BFGS vs the per-image scipy reference, and the
 linear-model optimality gap against the exact QP minimum.
 
-    python benchmarks/bench_attack.py [--n 100] [--threads 1] [--train-zoo]
+    python benchmarks/bench_attack.py [--n 100] [--threads 1]
 
-Uses the zoo's N100-100-10 and softmax-1e-4 when their weights are present (or, with --train-zoo,
-trains them); otherwise quickly trained stand-ins, and says so.
+Uses the zoo's N100-100-10 and softmax-1e-4 (committed weights).
 """
 from __future__ import annotations
 
@@ -24,41 +23,14 @@ from torch import nn  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lib import attack  # noqa: E402
-from lib.data import fixed_subset, load_mnist  # noqa: E402
+from lib.data import fixed_subset  # noqa: E402
 
 
-def stand_in(name: str) -> nn.Module:
-    """A quickly trained substitute for a zoo model (a few seconds of Adam)."""
-    torch.manual_seed(0)
-    if name == "softmax-1e-4":
-        model, steps, decay = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), 1000, 1e-4
-    else:
-        model = nn.Sequential(nn.Flatten(), nn.Linear(784, 100), nn.Sigmoid(), nn.Linear(100, 100), nn.Sigmoid(),
-                              nn.Linear(100, 10))
-        steps, decay = 2000, 1e-5
-    images, labels = load_mnist(train=True)
-    generator = torch.Generator().manual_seed(0)
-    optimiser = torch.optim.Adam(model.parameters(), lr=2e-3, weight_decay=decay)
-    for _ in range(steps):
-        batch = torch.randint(len(labels), (128,), generator=generator)
-        loss = nn.functional.cross_entropy(model(images[batch]), labels[batch])
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    return model.eval().requires_grad_(False)
+def load_model(name: str) -> tuple[nn.Module, str]:
+    """The zoo model (committed weights; trains it first if they are missing), with where it came from."""
+    from lib import zoo
 
-
-def load_model(name: str, allow_training: bool) -> tuple[nn.Module, str]:
-    """The zoo model if importable (and trained, unless allow_training), else a stand-in; with where it came from."""
-    try:
-        from lib import zoo
-
-        if allow_training or (zoo.MODEL_DIR / f"{name}.pt").exists():
-            return zoo.load(name, progress=False), f"zoo.load({name!r})"
-        why = "no committed weights"
-    except ImportError as err:
-        why = f"zoo not importable: {err}"
-    return stand_in(name), f"STAND-IN for {name!r} ({why})"
+    return zoo.load(name, progress=False), f"zoo.load({name!r})"
 
 
 def runner_up(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -75,8 +47,8 @@ def timed(fn, *args, **kwargs):
     return result, time.perf_counter() - start
 
 
-def batched_vs_reference(n: int, allow_training: bool) -> None:
-    model, source = load_model("N100-100-10", allow_training)
+def batched_vs_reference(n: int) -> None:
+    model, source = load_model("N100-100-10")
     x, _ = fixed_subset(n, train=False, seed=0)
     target = runner_up(model, x)
     print(f"\n## Batched vs reference: {n} MNIST test images, runner-up targets, model {source}\n")
@@ -95,8 +67,8 @@ def batched_vs_reference(n: int, allow_training: bool) -> None:
           f"; per image {ratio.min():.4f} .. {ratio.max():.4f}")
 
 
-def linear_gap(n: int, allow_training: bool) -> None:
-    model, source = load_model("softmax-1e-4", allow_training)
+def linear_gap(n: int) -> None:
+    model, source = load_model("softmax-1e-4")
     x, y = fixed_subset(n, train=False, seed=0)
     correct = attack.predict(model, x) == y
     x, y = x[correct], y[correct]
@@ -138,15 +110,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for the batched attack (default 1: the tensors are small, and on a "
                              "shared 2-core machine a second OpenMP thread costs far more than it saves)")
-    parser.add_argument("--train-zoo", action="store_true", help="let zoo.load train missing models")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
     torch.set_num_threads(args.threads)
     print(f"# bench_attack: torch {torch.__version__}, {torch.get_num_threads()} torch thread(s), "
           f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, "
           f"threadpoolctl {'present' if attack.threadpool_limits else 'absent'}")
-    batched_vs_reference(args.n, args.train_zoo)
-    linear_gap(args.n, args.train_zoo)
+    batched_vs_reference(args.n)
+    linear_gap(args.n)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,211 @@
+"""The HTML book, read by a browser: every page opened in headless Chromium, offline.
+
+Builds the book with `jupyter-book build . -W` unless `_build/html` is newer than every source (the
+chapters, pages, `_config.yml`, `_toc.yml`, `_vendor/`); jupyter-cache makes a rebuild fast. Then serves
+`_build/html` on 127.0.0.1 (BOOK_TEST_NO_BUILD=1: test `_build/html` as it is, no build) and, for each page of `_toc.yml`, checks: no failed request, no request to
+any host but this machine (they are blocked and reported), no page error, every image loaded, the math
+typeset by the book's own MathJax, and every ipywidget rendered by the book's own embedder on pages
+whose notebook makes widgets. A full-page screenshot of each page goes to `_build/screenshots/`.
+
+Needs Debian's Chromium (/usr/bin/chromium) and Playwright for Python: `make browser-deps`, i.e.
+`apt-get install chromium` and `pip install playwright` (never `playwright install`: it downloads a browser).
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML = ROOT / "_build" / "html"
+SCREENSHOTS = ROOT / "_build" / "screenshots"
+CHROMIUM = Path(os.environ.get("BOOK_TEST_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+INSTALL_HINT = ("The browser test needs Debian's Chromium and Playwright for Python. Install them with "
+                "`make browser-deps` (= `apt-get install chromium` and `.venv/bin/pip install playwright`; "
+                "do NOT run `playwright install`, which downloads a browser of its own).")
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def toc_pages() -> list[str]:
+    """Every page of `_toc.yml` (root first), as paths without extension."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    pages = [toc["root"]]
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if "file" in node:
+                pages.append(node["file"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(toc.get("parts", toc.get("chapters", [])))
+    return list(dict.fromkeys(pages))
+
+
+def source_of(page: str) -> Path:
+    """The source file of a toc page (.ipynb or .md)."""
+    for ext in (".ipynb", ".md"):
+        if (ROOT / f"{page}{ext}").exists():
+            return ROOT / f"{page}{ext}"
+    raise FileNotFoundError(f"no source for toc page {page!r}")
+
+
+def makes_widgets(page: str) -> bool:
+    """Whether the page's notebook has a code cell that builds ipywidgets (a `slider(` call or `ipywidgets`)."""
+    path = source_of(page)
+    if path.suffix != ".ipynb":
+        return False
+    cells = json.loads(path.read_text())["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    return "slider(" in code or "import ipywidgets" in code
+
+
+def newest_source_mtime() -> float:
+    """The newest modification time among the book's sources."""
+    paths = [ROOT / "_config.yml", ROOT / "_toc.yml", *(source_of(p) for p in toc_pages()),
+             *(p for p in (ROOT / "_vendor").rglob("*") if p.is_file())]
+    return max(p.stat().st_mtime for p in paths)
+
+
+def vendor_changed() -> bool:
+    """Whether a file of `_vendor/` differs from its copy in `_build/html/_static/` (or has none)."""
+    for path in (ROOT / "_vendor").rglob("*"):
+        if path.is_file():
+            copy = HTML / "_static" / path.relative_to(ROOT / "_vendor")
+            if not copy.exists() or copy.read_bytes() != path.read_bytes():
+                return True
+    return False
+
+
+def build_book() -> None:
+    """Build `_build/html` unless it is newer than every source; fail with the build's tail on error."""
+    index = HTML / "index.html"
+    if os.environ.get("BOOK_TEST_NO_BUILD") == "1":  # test the HTML as it is (e.g. right after `make book`)
+        if not index.exists():
+            pytest.fail(f"BOOK_TEST_NO_BUILD=1 but {index} does not exist: run `make book` first", pytrace=False)
+        return
+    if index.exists() and index.stat().st_mtime >= newest_source_mtime() and not vendor_changed():
+        return
+    jb = Path(sys.executable).parent / "jupyter-book"
+    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(ROOT), "-W", "--keep-going"]
+    if vendor_changed():  # Sphinx copies static files only when some page is rebuilt: rebuild them all
+        cmd.append("--all")
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"`{' '.join(cmd)}` failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-6000:]}")
+    index.touch()  # an unchanged rebuild does not rewrite index.html
+
+
+@pytest.fixture(scope="module")
+def server():
+    """`_build/html` (built if stale) served on 127.0.0.1; yields the base URL."""
+    build_book()
+    handler = functools.partial(_QuietHandler, directory=str(HTML))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:  # keep pytest's output clean
+        pass
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian Chromium driven by Playwright; fails (does not skip) when either is missing."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail(f"Playwright for Python is not installed. {INSTALL_HINT}", pytrace=False)
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} not found. {INSTALL_HINT}", pytrace=False)
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+def is_local(url: str) -> bool:
+    """Whether a request stays on this machine (or inside the page: data:, blob:, about:)."""
+    parts = urlsplit(url)
+    if parts.scheme in ("data", "blob", "about"):
+        return True
+    return parts.scheme in ("http", "https", "ws", "wss") and parts.hostname in LOCAL_HOSTS
+
+
+@pytest.mark.parametrize("page", toc_pages())
+def test_page_renders_offline(page: str, server: str, browser) -> None:
+    """The page loads from this machine alone, with images, math and widgets rendered and no errors."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, service_workers="block")
+    problems: list[str] = []
+
+    def route(r) -> None:
+        if is_local(r.request.url):
+            r.continue_()
+        else:
+            problems.append(f"request to a non-local host (blocked): {r.request.url}")
+            r.abort("blockedbyclient")
+
+    context.route("**/*", route)
+    tab = context.new_page()
+    tab.on("requestfailed", lambda req: problems.append(
+        f"failed request: {req.url} ({req.failure})") if is_local(req.url) else None)
+    tab.on("response", lambda resp: problems.append(
+        f"HTTP {resp.status}: {resp.url}") if resp.status >= 400 else None)
+    tab.on("pageerror", lambda err: problems.append(f"page error: {err}"))
+    tab.on("console", lambda msg: problems.append(
+        f"console error: {msg.text}") if msg.type == "error" else None)
+    try:
+        tab.goto(server + f"{page}.html", wait_until="load", timeout=60_000)
+        tab.wait_for_load_state("networkidle", timeout=60_000)
+
+        # math: the book's MathJax typesets every formula
+        n_math = tab.locator(".math").count()
+        if n_math:
+            tab.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=30_000)
+            tab.evaluate("() => MathJax.startup.promise")
+            assert tab.evaluate("() => document.querySelectorAll('.math mjx-container').length") == n_math, \
+                f"{page}: not every formula was typeset by MathJax"
+            assert not tab.locator("mjx-merror").count(), f"{page}: MathJax reports a TeX error"
+
+        # widgets: one rendered widget per saved widget view, and views wherever the notebook makes widgets
+        n_views = tab.locator(f'script[type="{WIDGET_VIEW}"]').count()
+        if makes_widgets(page):
+            assert n_views > 0, f"{page}: the notebook makes widgets but the page has no saved widget view"
+        if n_views:
+            tab.wait_for_function(f"""() => Array.from(document.querySelectorAll('script[type="{WIDGET_VIEW}"]'))
+                .every(s => s.previousElementSibling && s.previousElementSibling.querySelector('.jupyter-widgets'))""",
+                                  timeout=30_000)
+            assert tab.locator(".widget-slider, .widget-hslider, .jupyter-widget-hslider, "
+                               ".widget-selection-slider").count() > 0 or tab.locator(".jupyter-widgets").count() >= n_views
+
+        # images: every one loaded and decoded
+        tab.wait_for_function("() => Array.from(document.images).every(i => i.complete)", timeout=30_000)
+        broken = tab.evaluate("() => Array.from(document.images).filter(i => i.naturalWidth === 0).map(i => i.src)")
+        assert not broken, f"{page}: images that did not load: {broken}"
+
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        tab.screenshot(path=str(SCREENSHOTS / f"{page.replace('/', '__')}.png"), full_page=True)
+        tab.wait_for_load_state("networkidle", timeout=30_000)
+    finally:
+        context.close()
+    assert not problems, f"{page}:\n" + "\n".join(problems)
