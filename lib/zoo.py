@@ -57,6 +57,15 @@ SPECS: dict[str, ModelSpec] = {
                                  "classifier_lr": 1e-2}),
     "Conv": ModelSpec("conv", "Conv 32x5x5, ReLU, max-pool 2, FC 128, ReLU, dropout 0.5, softmax",
                       lambdas=(0.0, 1e-5, 1e-6), dropout=0.5, epochs=12),
+    "N100-100-10-dropout": ModelSpec("mlp", "Sigmoid 784-100-100-10, weight decay and dropout 0.2 on hidden layers",
+                                     lambdas=SIGMOID_DECAY, hidden=(100, 100), batch_size=64, dropout=0.2),
+    "N100-100-10-adv": ModelSpec("mlp", "Sigmoid 784-100-100-10, weight decay and a pool of adversarial inputs",
+                                 lambdas=SIGMOID_DECAY, hidden=(100, 100), batch_size=64,
+                                 extra={"pool": {"size": 6000, "fraction": 0.2, "layers": ("input",), "weight": 0.3}}),
+    "N100-100-10-adv-hidden": ModelSpec("mlp", "As N100-100-10-adv, plus adversarial first-hidden-layer codes "
+                                        "training the layers above", lambdas=SIGMOID_DECAY, hidden=(100, 100),
+                                        batch_size=64,
+                                        extra={"pool": {"size": 6000, "fraction": 0.2, "layers": ("input", "hidden"), "weight": 0.3}}),
     "FC100-100-10@P1": ModelSpec("mlp", "Sigmoid 784-100-100-10 trained on P1", lambdas=SIGMOID_DECAY,
                                  hidden=(100, 100), train_on="P1", batch_size=64, epochs=60),
     "FC123-456-10@P1": ModelSpec("mlp", "Sigmoid 784-123-456-10 trained on P1", lambdas=SIGMOID_DECAY,
@@ -153,9 +162,22 @@ def _train(name: str, s: ModelSpec, progress: bool, save: bool) -> nn.Sequential
         model, history = _train_autoencoder_classifier(s, images, labels, progress)
     else:
         model = build(name)
-        loss = classification_loss(lambda m: weight_decay_penalty(m, s.lambdas))
+        penalty = lambda m: weight_decay_penalty(m, s.lambdas)  # noqa: E731
+        loss, on_epoch, snapshots = classification_loss(penalty), _test_error_log, []
+        if "pool" in s.extra:
+            from .adversarial_training import AdversarialPool, pool_loss  # trains with the attack: a later module
+
+            settings = dict(s.extra["pool"])
+            weight = settings.pop("weight", 1.0)
+            pool = AdversarialPool(images, labels, seed=s.seed, **settings)
+            loss = pool_loss(pool, penalty, weight)
+
+            def on_epoch(epoch: int, m: nn.Module) -> dict:
+                snapshots.append(pool.snapshot(pool.refresh(m), m))
+                return {**_test_error_log(epoch, m), "pool_success": pool.success_rate}
+
         history = fit(model, images, labels, loss, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
-                      seed=s.seed, desc=name, progress=progress)
+                      optimizer=s.optimizer, seed=s.seed, desc=name, progress=progress, on_epoch=on_epoch)
     seconds = time.perf_counter() - start
     model.eval()
     for p in model.parameters():
@@ -164,7 +186,17 @@ def _train(name: str, s: ModelSpec, progress: bool, save: bool) -> nn.Sequential
         record = {"name": name, "spec": asdict(s), "train_seconds": round(seconds, 1),
                   **errors(model), "history": history, "versions": _versions()}
         _save(name, model, record)
+        if s.arch != "autoencoder" and snapshots:
+            buffer = io.BytesIO()
+            torch.save({k: torch.stack([snap[k] for snap in snapshots]) for k in snapshots[0]}, buffer)
+            atomic_write_bytes(MODEL_DIR / f"{name}.pool.pt", buffer.getvalue())
     return model
+
+
+def _test_error_log(epoch: int, model: nn.Module) -> dict:
+    """Per-epoch log entry: the test error in percent."""
+    test_x, test_y = load_mnist(train=False)
+    return {"test_error": 100.0 * (predict(model, test_x) != test_y).double().mean().item()}
 
 
 def retrain(name: str) -> dict:
@@ -198,6 +230,22 @@ def _save(name: str, model: nn.Module, record: dict) -> None:
     torch.save(model.state_dict(), buffer)
     atomic_write_bytes(MODEL_DIR / f"{name}.pt", buffer.getvalue())
     atomic_write_bytes(MODEL_DIR / f"{name}.json", (json.dumps(record, indent=1) + "\n").encode())
+
+
+def fingerprint(name: str) -> str:
+    """A short hash of the named model's weights file: cached results made with it are keyed by it."""
+    import hashlib
+
+    load(name)  # trains and saves the model first if its weights are missing
+    return hashlib.sha1((MODEL_DIR / f"{name}.pt").read_bytes()).hexdigest()[:12]
+
+
+def pool_snapshots(name: str) -> dict[str, torch.Tensor]:
+    """Per epoch, a few fresh pool examples saved while training an adversarially trained model."""
+    path = MODEL_DIR / f"{name}.pool.pt"
+    if "pool" not in spec(name).extra or not path.exists():
+        raise FileNotFoundError(f"no pool snapshots for {name!r} at {path}")
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def record(name: str) -> dict:
