@@ -8,13 +8,14 @@ Uses the zoo's N100-100-10 and softmax-1e-4 (committed weights).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import time
 from pathlib import Path
 
 # Before numpy loads: its OpenBLAS threads would otherwise spin against torch's on a small machine
-# and slow the per-image scipy reference ~5x (lib.attack limits them itself only with threadpoolctl).
+# and slow the per-image scipy reference ~5x (lib.one_thread limits them itself only with threadpoolctl).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import torch  # noqa: E402
@@ -115,7 +116,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"# bench_attack: torch {torch.__version__}, {torch.get_num_threads()} torch thread(s), "
           f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, "
-          f"threadpoolctl {'present' if attack.threadpool_limits else 'absent'}")
+          f"threadpoolctl {'present' if importlib.util.find_spec('threadpoolctl') else 'absent'}")
     batched_vs_reference(args.n)
     linear_gap(args.n)
 

@@ -31,10 +31,7 @@ import scipy.optimize
 import torch
 from torch import Tensor, nn
 
-try:
-    from threadpoolctl import threadpool_limits
-except ImportError:  # optional: without it the scipy reference runs several times slower
-    threadpool_limits = None
+from . import one_thread
 
 torch.set_flush_denormal(True)  # denormal float32 weights (weight decay) slow CPU matmuls 10-20x
 
@@ -281,7 +278,7 @@ def lbfgs_attack_reference(
     def minimise(objective: Objective, z0: Tensor) -> Tensor:
         return _lbfgsb_scipy(objective, z0, max_iter=max_iter, history=history)
 
-    with _evaluating(model), _one_thread():
+    with _evaluating(model), one_thread():
         results = [
             _c_search(model, x[i : i + 1], target[i : i + 1], loss_fn, minimise, c_init, c_steps, refine)
             for i in range(len(x))
@@ -306,25 +303,6 @@ def _lbfgsb_scipy(objective: Objective, z0: Tensor, max_iter: int, history: int)
         )
         z_out[i] = torch.from_numpy(result.x).to(z0.device, z0.dtype).clamp(0, 1)
     return z_out
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch and (with threadpoolctl) numpy's and scipy's OpenBLAS on one thread, restoring them after.
-
-    Per-image L-BFGS-B alternates tiny torch and BLAS calls; on a small machine the idle threads
-    of the pools spin against each other and slow it down several times.
-    """
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        if threadpool_limits is None:
-            yield
-        else:
-            with threadpool_limits(limits=1):
-                yield
-    finally:
-        torch.set_num_threads(torch_threads)
 
 
 @contextmanager
@@ -413,7 +391,7 @@ def exact_min_distortion_linear(model: nn.Module, x: Tensor, target: Tensor) -> 
         raise ValueError(f"the linear layer takes {W.shape[1]} inputs, the images have {x[0].numel()} pixels")
     x64 = x.detach().flatten(1).double().cpu().numpy()
     solutions = []
-    with _one_thread():  # tiny BLAS calls
+    with one_thread():  # tiny BLAS calls
         for xi, l in zip(x64, target.tolist()):
             rivals = [j for j in range(len(b)) if j != l]
             solutions.append(_solve_linear_qp_dual(xi, W[l] - W[rivals], b[l] - b[rivals]))

@@ -12,11 +12,12 @@ passed to the model-level functions exclude the batch dimension, e.g. (1, 28, 28
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+from . import one_thread
 
 Size = int | Sequence[int]
 
@@ -40,20 +41,6 @@ def _check_weight(weight: torch.Tensor) -> torch.Tensor:
     return weight.detach()
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run the enclosed torch calls on one thread (restores the thread count after)."""
-    # Batched small SVDs and small conv/matmul loops: on a busy 2-core machine we measured 10-60x
-    # more time with 2 threads (MKL/OpenMP threads spin and contend) than with 1. On an idle
-    # machine one thread costs at most a factor of about 2 on the largest layers.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def conv_singular_values_fft(weight: torch.Tensor, input_size: Size) -> torch.Tensor:
     """All singular values of the stride-1 circular convolution on an h x w input, as [h, w, min(out, in)].
 
@@ -73,7 +60,7 @@ def conv_singular_values_fft(weight: torch.Tensor, input_size: Size) -> torch.Te
         raise ValueError(f"kernel {kh}x{kw} is larger than the {h}x{w} input")
     # A real kernel has W^(-xi) = conj(W^(xi)), with the same singular values: do half the frequencies.
     half = torch.fft.rfft2(weight, s=(h, w)).permute(2, 3, 0, 1)  # [h, w//2 + 1, out, in]
-    with _one_thread():
+    with one_thread():
         sv_half = torch.linalg.svdvals(half)
     rows, cols = torch.arange(h)[:, None], torch.arange(w)[None, :]
     mirrored = cols > w // 2
@@ -110,7 +97,7 @@ def conv_upper_bound(weight: torch.Tensor, input_size: Size, stride: Size = 1) -
     folded = spectrum.reshape(out, inp, sh, mh // sh, sw, mw // sw).permute(3, 5, 0, 1, 2, 4)
     blocks = folded.reshape(mh // sh, mw // sw, out, inp * sh * sw) / math.sqrt(sh * sw)
     blocks = blocks[:, : mw // sw // 2 + 1]  # A(-xi) = conj(A(xi)) for a real kernel: half the grid suffices
-    with _one_thread():
+    with one_thread():
         return torch.linalg.svdvals(blocks)[..., 0].max().item()
 
 
@@ -134,7 +121,7 @@ def power_iteration_norm(layer: nn.Module, input_shape: Sequence[int], iters: in
     v = torch.randn((1, *input_shape), generator=generator, dtype=dtype).to(device)
     with torch.no_grad():
         offset = layer(torch.zeros_like(v))
-    with torch.enable_grad(), _one_thread():
+    with torch.enable_grad(), one_thread():
         for _ in range(iters):
             v = (v / v.norm()).requires_grad_(True)
             out = layer(v) - offset
@@ -147,7 +134,7 @@ def fc_bounds(linear: nn.Linear) -> tuple[float, float]:
     """(largest, smallest) singular value of a fully connected layer's weight (smallest of min(out, in))."""
     if not isinstance(linear, nn.Linear):
         raise ValueError(f"fc_bounds needs an nn.Linear, got {type(linear).__name__}")
-    with _one_thread():
+    with one_thread():
         sv = torch.linalg.svdvals(linear.weight.detach())
     return sv[0].item(), sv[-1].item()
 

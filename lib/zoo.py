@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import DATA_DIR
+from . import DATA_DIR, one_thread
 from .data import atomic_write_bytes, load_mnist, split_halves
 from .models import autoencoder, conv_net, encoder_classifier, sigmoid_mlp, softmax_classifier, weight_decay_penalty
 from .train import classification_loss, fit, predict
@@ -146,12 +146,8 @@ def train(name: str, progress: bool = True, save: bool = True) -> nn.Sequential:
     (`python -m lib train all` trains several models in parallel processes instead.)
     """
     s = spec(name)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         return _train(name, s, progress, save)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(name: str, s: ModelSpec, progress: bool, save: bool) -> nn.Sequential:
