@@ -15,15 +15,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from . import attack
+from .attack import runner_up
 
 CHEAP_ATTACK = {"c_steps": 4, "max_iter": 30, "refine": False}  # a few c values, short L-BFGS runs
-
-
-def runner_up(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """The label with the second-highest logit when the top one is y (else the top one)."""
-    with torch.no_grad():
-        logits = model(x)
-    return logits.scatter(1, y[:, None], -float("inf")).argmax(1)
 
 
 def hidden_split(model: nn.Sequential) -> tuple[nn.Sequential, nn.Sequential]:

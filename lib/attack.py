@@ -89,6 +89,12 @@ LOSSES: dict[str, LossFn] = {"ce": cross_entropy_loss, "margin": margin_loss}
 
 
 @torch.no_grad()
+def runner_up(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """The highest-scoring label other than y, per image (the second-highest when y is the top one)."""
+    return model(x).scatter(1, y.long()[:, None], -math.inf).argmax(1)
+
+
+@torch.no_grad()
 def predict(model: nn.Module, x: Tensor) -> Tensor:
     """Predicted labels argmax f(x)."""
     return model(x).argmax(1)

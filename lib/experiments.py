@@ -110,8 +110,7 @@ def c_sweep(name: str, index: int = 0, cs: tuple[float, ...] = tuple(10.0 ** k f
         model = zoo.load(name)
         x, y = data.fixed_subset(max(index + 1, 100), train=False, seed=seed)
         x, y = x[index : index + 1], y[index : index + 1]
-        logits = model(x)
-        target = logits.scatter(1, y[:, None], -float("inf")).argmax(1)
+        target = attack.runner_up(model, x, y)
         c = torch.tensor(sorted(cs), dtype=torch.float32)
         x_adv = attack.minimise_penalty(model, x.expand(len(c), -1, -1, -1), target.expand(len(c)), c)
         probs = model(x_adv).softmax(1)
