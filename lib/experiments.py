@@ -157,10 +157,10 @@ ADVERSARIAL_TRAINING_MODELS = {"N100-100-10": "weight decay", "N100-100-10-dropo
 
 def adversarial_training_table(n: int = 200, seed: int = 0) -> pd.DataFrame:
     """The 784-100-100-10 nets trained with decay, dropout, and the pool: test error and minimal distortion."""
+    test_x, test_y = data.load_mnist(train=False)
     rows = []
     for name, method in ADVERSARIAL_TRAINING_MODELS.items():
         model = zoo.load(name)
-        test_x, test_y = data.load_mnist(train=False)
         adv = adversarial_set(name, n=n, train=False, seed=seed, target="runner-up")
         moved = adv["c"] > 0  # correctly classified images, which needed a perturbation
         paper_key = "adversarial pool" if method.startswith("adversarial") else method

@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from . import DATA_DIR, one_thread
 from .data import atomic_write_bytes, load_mnist, split_halves
 from .models import autoencoder, conv_net, encoder_classifier, sigmoid_mlp, softmax_classifier, weight_decay_penalty
-from .train import classification_loss, fit, predict
+from .train import classification_loss, error_rate, fit, predict
 
 MODEL_DIR = DATA_DIR / "models"
 
@@ -153,13 +153,14 @@ def train(name: str, progress: bool = True, save: bool = True) -> nn.Sequential:
 def _train(name: str, s: ModelSpec, progress: bool, save: bool) -> nn.Sequential:
     torch.set_flush_denormal(True)
     images, labels = training_data(s.train_on)
+    snapshots: list[dict] = []  # pool examples per epoch, for models trained with an adversarial pool
     start = time.perf_counter()
     if s.arch == "autoencoder":
         model, history = _train_autoencoder_classifier(s, images, labels, progress)
     else:
         model = build(name)
         penalty = lambda m: weight_decay_penalty(m, s.lambdas)  # noqa: E731
-        loss, on_epoch, snapshots = classification_loss(penalty), _test_error_log, []
+        loss, on_epoch = classification_loss(penalty), _test_error_log
         if "pool" in s.extra:
             from .adversarial_training import AdversarialPool, pool_loss  # trains with the attack: a later module
 
@@ -182,7 +183,7 @@ def _train(name: str, s: ModelSpec, progress: bool, save: bool) -> nn.Sequential
         record = {"name": name, "spec": asdict(s), "train_seconds": round(seconds, 1),
                   **errors(model), "history": history, "versions": _versions()}
         _save(name, model, record)
-        if s.arch != "autoencoder" and snapshots:
+        if snapshots:
             buffer = io.BytesIO()
             torch.save({k: torch.stack([snap[k] for snap in snapshots]) for k in snapshots[0]}, buffer)
             atomic_write_bytes(MODEL_DIR / f"{name}.pool.pt", buffer.getvalue())
@@ -192,7 +193,7 @@ def _train(name: str, s: ModelSpec, progress: bool, save: bool) -> nn.Sequential
 def _test_error_log(epoch: int, model: nn.Module) -> dict:
     """Per-epoch log entry: the test error in percent."""
     test_x, test_y = load_mnist(train=False)
-    return {"test_error": 100.0 * (predict(model, test_x) != test_y).double().mean().item()}
+    return {"test_error": error_rate(model, test_x, test_y)}
 
 
 def retrain(name: str) -> dict:
@@ -232,8 +233,10 @@ def fingerprint(name: str) -> str:
     """A short hash of the named model's weights file: cached results made with it are keyed by it."""
     import hashlib
 
-    load(name)  # trains and saves the model first if its weights are missing
-    return hashlib.sha1((MODEL_DIR / f"{name}.pt").read_bytes()).hexdigest()[:12]
+    path = MODEL_DIR / f"{name}.pt"
+    if not path.exists():
+        load(name)  # trains and saves it
+    return hashlib.sha1(path.read_bytes()).hexdigest()[:12]
 
 
 def pool_snapshots(name: str) -> dict[str, torch.Tensor]:
