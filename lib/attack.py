@@ -39,7 +39,7 @@ LossFn = Callable[[Tensor, Tensor], Tensor]  # (logits [M,K], target [M]) -> per
 Objective = Callable[[Tensor, Tensor], Tensor]  # (z [M,D], rows [M]) -> per-example value [M]
 Minimiser = Callable[[Objective, Tensor], Tensor]  # (objective, z0 [N,D]) -> argmin over [0,1]^D [N,D]
 
-VERSION = 1  # bump when the attack's results change: cached adversarial sets are keyed by it
+VERSION = 2  # bump when the attack's results change: cached adversarial sets are keyed by it
 PGTOL = 1e-5  # an L-BFGS run stops when max |projected gradient| <= PGTOL (scipy's gtol) ...
 FTOL = 1e-6  # ... or when f decreases by <= FTOL relative (scipy's ftol, for a float32 objective)
 POLISH_TEMPERATURE = 0.01  # logits; the polish's sharpened cross-entropy (see _refine)
@@ -143,13 +143,9 @@ def minimise_penalty(
         raise ValueError(f"c must be positive and finite, got values in [{c.min().item():g}, {c.max().item():g}]")
     loss_fn = _check_attack(model, x, target, 1.0, 1, max_iter, history, loss)
     x, target = x.detach(), target.long()
-    x_flat = x.flatten(1)
-
-    def penalty(z: Tensor, rows: Tensor) -> Tensor:
-        return (z - x_flat[rows]).pow(2).sum(1) + c[rows] * loss_fn(model(z.view(-1, *x.shape[1:])), target[rows])
-
     with _evaluating(model):
-        return _lbfgsb_torch(penalty, x_flat.clone(), max_iter=max_iter, history=history).view(x.shape)
+        return _lbfgsb_torch(_penalty(model, x, target, c, loss_fn), x.flatten(1).clone(), max_iter=max_iter,
+                             history=history).view(x.shape)
 
 
 def _c_search(
@@ -176,11 +172,7 @@ def _c_search(
     best = AttackResult(x.clone(), torch.zeros_like(c, dtype=torch.bool), torch.full_like(c, math.inf),
                         torch.full_like(c, math.nan), target.clone())
     for _ in range(c_steps):
-
-        def penalty(z: Tensor, rows: Tensor, c: Tensor = c) -> Tensor:
-            return (z - x_flat[rows]).pow(2).sum(1) + c[rows] * loss_fn(model(z.view(-1, *shape[1:])), target[rows])
-
-        x_adv = minimise(penalty, x_flat.clone()).view(shape)
+        x_adv = minimise(_penalty(model, x, target, c, loss_fn), x_flat.clone()).view(shape)
         success = predict(model, x_adv) == target
         dist = distortion(x, x_adv)
         better = torch.where(best.success, success & (dist < best.distortion), True)  # failures: keep the latest
@@ -215,21 +207,29 @@ def _refine(
     slope at the optimum is 1/2, i.e. the minimiser sits at margin kappa. Both points are then
     shrunk along r onto the boundary (bisection in t for x + t r); the closer one is kept.
     """
-    shape, x_flat = x.shape, x.flatten(1)
     x_boundary = _shrink_to_boundary(model, x, x_adv, target, success)
     c = 2 * _multiplier_estimate(model, x, x_boundary, target)
 
-    def sharp_penalty(z: Tensor, rows: Tensor) -> Tensor:
-        logits = model(z.view(-1, *shape[1:]))
-        return (z - x_flat[rows]).pow(2).sum(1) + c[rows] * sharp_cross_entropy(
-            logits, target[rows], POLISH_TEMPERATURE, POLISH_KAPPA
-        )
+    def sharp_loss(logits: Tensor, target: Tensor) -> Tensor:
+        return sharp_cross_entropy(logits, target, POLISH_TEMPERATURE, POLISH_KAPPA)
 
-    x_polished = minimise(sharp_penalty, x_boundary.flatten(1).clone()).view(shape)
+    x_polished = minimise(_penalty(model, x, target, c, sharp_loss), x_boundary.flatten(1).clone()).view(x.shape)
     x_polished = _shrink_to_boundary(model, x, x_polished, target, success)
     closer = success & (predict(model, x_polished) == target)
     closer &= distortion(x, x_polished) < distortion(x, x_boundary)
     return torch.where(closer[:, None, None, None], x_polished, x_boundary)
+
+
+def _penalty(model: nn.Module, x: Tensor, target: Tensor, c: Tensor, loss_fn: LossFn) -> Objective:
+    """The objective ||z - x||^2 + c loss(f(z), l) of the penalty problem, for the given rows of the batch."""
+    x_flat, shape = x.flatten(1), x.shape[1:]
+
+    def penalty(z: Tensor, rows: Tensor) -> Tensor:
+        r = z - x_flat.index_select(0, rows)  # (index_select: ~4x faster than x_flat[rows] on CPU)
+        logits = model(z.view(-1, *shape))
+        return torch.linalg.vecdot(r, r) + c.index_select(0, rows) * loss_fn(logits, target.index_select(0, rows))
+
+    return penalty
 
 
 @torch.no_grad()
@@ -252,7 +252,7 @@ def _multiplier_estimate(model: nn.Module, x: Tensor, x_adv: Tensor, target: Ten
     z = x_adv.flatten(1)
 
     def margin(z: Tensor, rows: Tensor) -> Tensor:
-        return logit_margin(model(z.view_as(x_adv)), target[rows])
+        return logit_margin(model(z.view_as(x_adv)), target.index_select(0, rows))
 
     _, grad = _value_and_grad(margin, z, torch.arange(len(z), device=z.device))
     inside = (z > 0) & (z < 1)
@@ -462,57 +462,88 @@ def _lbfgsb_torch(
     """Minimise objective over [0,1]^D for every row of z0 at once: projected L-BFGS with an active set.
 
     Each row has its own history and line search. Variables at a bound whose gradient pushes
-    outward are held fixed; the two-loop recursion gives the step on the others; a projected
-    backtracking (Armijo) search along clip(z + t d) picks its length. A row stops when its
-    projected gradient <= pgtol, its relative decrease <= ftol, or its line search fails;
-    finished rows leave the working arrays once they make up half of them.
+    outward are held fixed; the two-loop recursion gives the step d on the others; a projected
+    backtracking (Armijo) search along clip(z + t d) picks its length. Every pass evaluates the
+    objective once for the whole batch: a row whose trial point fails the Armijo test waits
+    with a shorter t for the next pass instead of holding up the batch with extra evaluations
+    (a rejected t is cut to the minimiser of the quadratic through f(0), f'(0) and f(t), within
+    [0.1 t, 0.5 t]). A row stops after max_iter steps, when its projected gradient <= pgtol, its
+    relative decrease <= ftol, or after max_backtracks rejections in a row (or a rejected trial
+    that raises f by no more than ftol: float precision). Finished rows leave the working arrays
+    once they make up a quarter of them.
     """
     z_out = z0.clone()
     rows = torch.arange(len(z0), device=z0.device)  # the working set, as indices into z0
     running = torch.ones(len(z0), dtype=torch.bool, device=z0.device)
     z = z0.clone()
     f, g = _value_and_grad(objective, z, rows)
-    S = z.new_zeros(history, len(z), z.shape[1])  # (s, y) pairs; iteration `it` writes slot it % history
+    S = z.new_zeros(history, len(z), z.shape[1])  # (s, y) pairs; pass `it` writes slot it % history
     Y = torch.zeros_like(S)
     rho = z.new_zeros(history, len(z))  # 1 / s.y, or 0 for a slot without a valid pair
     gamma = z.new_zeros(len(z))  # initial inverse Hessian gamma I; 0: no pair yet
-    for it in range(max_iter):
+    d, t = torch.zeros_like(z), z.new_ones(len(z))  # the current search direction and step of each row
+    steps = torch.zeros(len(z), dtype=torch.long, device=z.device)  # accepted steps
+    rejected = torch.zeros_like(steps)  # rejections since the last accepted step (> 0: mid line search)
+    for it in range(max_iter * (max_backtracks + 1)):
+        # a new direction for every row that is not mid line search
         newest_first = [(it - 1 - k) % history for k in range(min(it, history))]
-        free = _movable(z, -g)  # 0 at a bound that steepest descent pushes against: held this step
-        d = _two_loop(g * free, S, Y, rho, gamma, newest_first).mul_(-free)
-        d.mul_(_movable(z, d))
-        restart = ~(torch.linalg.vecdot(g, d) < 0)  # not a descent direction: steepest descent, fresh history
-        if restart.any():
-            d = torch.where(restart[:, None], -g * free, d)
+        bound = _bound_side(z)
+        free = _movable(bound, g, sign=-1)  # 0 at a bound that steepest descent pushes against: held this step
+        d_new = _two_loop(g * free, S, Y, rho, gamma, newest_first).mul_(free).neg_()
+        d_new.mul_(_movable(bound, d_new))
+        searching = ((rejected > 0) & running).nonzero().squeeze(1)
+        restart = (~(torch.linalg.vecdot(g, d_new) < 0) & (rejected == 0)).nonzero().squeeze(1)
+        if len(restart):  # not a descent direction: steepest descent and a fresh history
+            d_new[restart] = -(g[restart] * free[restart])
             rho[:, restart], gamma[restart] = 0, 0
-        t = torch.where(gamma > 0, 1.0, 1 / d.norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)  # first step: length <= 1
-        z_new, f_new, g_new, moved = _projected_backtracking(
-            objective, rows, z, f, g, d, t, running, max_backtracks, armijo, ftol
-        )
-        s, y = z_new - z, g_new - g
-        sy, yy = torch.linalg.vecdot(s, y), torch.linalg.vecdot(y, y)
-        valid = moved & (sy > 1e-10 * yy)  # curvature condition; otherwise the slot stays empty
+        fresh = gamma <= 0  # no curvature pair yet: the first step is at most 1 long
+        t_new = torch.ones_like(t)
+        if fresh.any():
+            t_new[fresh] = d_new[fresh].norm(dim=1).clamp_min(1e-12).reciprocal().clamp(max=1.0)
+        if len(searching):
+            d_new[searching], t_new[searching] = d[searching], t[searching]
+        d, t = d_new, t_new
+
+        # one evaluation of the whole working set: finished rows stay put (t = 0) rather than being gathered out
         slot = it % history
-        S[slot], Y[slot] = s, y
+        z_try = torch.addcmul(z, (t * running)[:, None], d).clamp_(0, 1)
+        f_try, g_try = _value_and_grad(objective, z_try, rows)
+        s, y = torch.sub(z_try, z, out=S[slot]), torch.sub(g_try, g, out=Y[slot])
+        slope = torch.linalg.vecdot(g, s).clamp(max=0)  # directional derivative times t
+        accept = running & (f_try <= f + armijo * slope)
+        stuck = ~accept & (f_try - f <= ftol * f.abs().clamp_min(1))  # nan is neither: it backtracks
+        sy, yy = torch.linalg.vecdot(s, y), torch.linalg.vecdot(y, y)
+        valid = accept & (sy > 1e-10 * yy)  # curvature condition; otherwise (or mid search) the slot stays empty
         rho[slot] = torch.where(valid, 1 / sy.clamp_min(1e-30), 0.0)
         gamma = torch.where(valid, sy / yy.clamp_min(1e-30), gamma)
-        running &= moved & (f - f_new > ftol * torch.maximum(f.abs(), f_new.abs()).clamp_min(1))
-        running &= _projected_gradient_norm(z_new, g_new) > pgtol
-        z, f, g = z_new, f_new, g_new
-        if 2 * running.sum() <= len(rows):
+        decreased = f - f_try > ftol * torch.maximum(f.abs(), f_try.abs()).clamp_min(1)
+        cut = (-slope / (2 * (f_try - f - slope).clamp_min(1e-30))).nan_to_num(0.5).clamp(0.1, 0.5)
+        t = torch.where(accept, t, t * cut)
+        steps += accept
+        rejected = torch.where(accept, 0, rejected + running)
+        keep = (running & ~accept).nonzero().squeeze(1)
+        if len(keep):  # rejected rows stay where they are
+            z_try[keep], f_try[keep], g_try[keep] = z[keep], f[keep], g[keep]
+        z, f, g = z_try, f_try, g_try
+        running &= torch.where(accept, decreased & (steps < max_iter), ~stuck & (rejected < max_backtracks))
+        running &= _projected_gradient_norm(z, g) > pgtol
+
+        n_running = int(running.sum())
+        if 4 * n_running <= 3 * len(rows):  # compacting copies the history: worth it once a quarter is idle
             z_out[rows] = z
-            rows, z, f, g, gamma = (a[running] for a in (rows, z, f, g, gamma))
+            rows, z, f, g, gamma, d, t, steps, rejected = (
+                a[running] for a in (rows, z, f, g, gamma, d, t, steps, rejected)
+            )
             S, Y, rho = S[:, running], Y[:, running], rho[:, running]
             running = running[running]
-            if len(rows) == 0:
+            if n_running == 0:
                 break
     z_out[rows] = z
     return z_out
 
 
 def _two_loop(q: Tensor, S: Tensor, Y: Tensor, rho: Tensor, gamma: Tensor, newest_first: list[int]) -> Tensor:
-    """H q for each row's L-BFGS inverse Hessian: pairs S, Y [m,M,D] in slots newest_first; rho = 0 marks a gap."""
-    q = q.clone()
+    """H q for each row's L-BFGS inverse Hessian (overwrites q): pairs S, Y [m,M,D] in slots newest_first; rho = 0 marks a gap."""
     alphas = []
     for i in newest_first:
         alpha = rho[i] * torch.linalg.vecdot(S[i], q)
@@ -525,57 +556,23 @@ def _two_loop(q: Tensor, S: Tensor, Y: Tensor, rho: Tensor, gamma: Tensor, newes
     return r
 
 
-def _projected_backtracking(
-    objective: Objective,
-    rows: Tensor,
-    z: Tensor,
-    f: Tensor,
-    g: Tensor,
-    d: Tensor,
-    t: Tensor,
-    searching: Tensor,
-    max_backtracks: int,
-    armijo: float,
-    ftol: float,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """For the searching rows, shrink t until f(clip(z + t d)) <= f + armijo g.(step), evaluating only those.
+def _bound_side(z: Tensor) -> Tensor:
+    """+1 where z is at its upper bound 1, -1 at its lower bound 0, 0 strictly inside (z in [0,1])."""
+    return z.floor().add_(z.ceil()).sub_(1)
 
-    A rejected t is cut to the minimiser of the quadratic through f(0), f'(0) and f(t), kept
-    within [0.1 t, 0.5 t]. A row whose trial raises f by no more than ftol (relative) has
-    reached float precision and stops, as does one out of backtracks (moved = False).
+
+def _movable(bound: Tensor, direction: Tensor, sign: int = 1) -> Tensor:
+    """1.0 where a variable can move along sign * direction (inside, or at a bound pointing inward), else 0.0.
+
+    bound from `_bound_side`. Float masks (sign/clamp) rather than bool ones: several times faster on CPU.
     """
-    z_new, f_new, g_new = z.clone(), f.clone(), g.clone()
-    searching, moved, t = searching.clone(), torch.zeros_like(searching), t.clone()
-    for _ in range(max_backtracks):
-        idx = searching.nonzero().squeeze(1)
-        if len(idx) == 0:
-            break
-        sub = idx if len(idx) < len(z) else slice(None)  # (no copies while every row searches)
-        z_try = (z[sub] + t[sub, None] * d[sub]).clamp(0, 1)
-        f_try, g_try = _value_and_grad(objective, z_try, rows[sub])
-        slope = torch.linalg.vecdot(g[sub], z_try - z[sub]).clamp(max=0)  # directional derivative times t
-        ok = f_try <= f[sub] + armijo * slope
-        stuck = ~ok & (f_try - f[sub] <= ftol * f[sub].abs().clamp_min(1))  # nan is neither: it backtracks
-        z_new[idx[ok]], f_new[idx[ok]], g_new[idx[ok]] = z_try[ok], f_try[ok], g_try[ok]
-        moved[idx[ok]] = True
-        searching[idx[ok | stuck]] = False
-        cut = (-slope / (2 * (f_try - f[sub] - slope).clamp_min(1e-30))).nan_to_num(0.5).clamp(0.1, 0.5)
-        t[idx] *= torch.where(ok | stuck, 1.0, cut)
-    return z_new, f_new, g_new, moved
-
-
-def _movable(z: Tensor, direction: Tensor) -> Tensor:
-    """1.0 where z in [0,1] can move along direction (inside, or at a bound pointing inward), else 0.0.
-
-    Float masks (ceil/floor/sign) rather than bool ones: several times faster on CPU.
-    """
-    at_lower, at_upper, sign = 1 - z.ceil(), z.floor(), direction.sign()
-    return 1 - at_lower * (-sign).clamp_min(0) - at_upper * sign.clamp_min(0)
+    outward = (bound * direction).sign_()
+    return (outward.clamp_(min=0) if sign > 0 else outward.clamp_(max=0)).mul_(-sign).add_(1)
 
 
 def _projected_gradient_norm(z: Tensor, g: Tensor) -> Tensor:
     """max_i |clip(z - g) - z|_i, L-BFGS-B's measure of stationarity in a box."""
-    return (z - (z - g).clamp(0, 1)).abs().amax(1)
+    return (z - g).clamp_(0, 1).sub_(z).abs_().amax(1)
 
 
 def _value_and_grad(objective: Objective, z: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
