@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: book test venv models benchmarks clean browser-deps vendor-js
+.PHONY: book test venv models benchmarks clean browser-deps vendor-js setup-cells
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ vendor-js:
 	cp -r $$nm/mathjax/es5/output/chtml/fonts/woff-v2 _vendor/mathjax/output/chtml/fonts/; \
 	cp -r $$nm/mathjax/es5/input/tex/extensions _vendor/mathjax/input/tex/; \
 	rm -rf $$tmp; du -sh _vendor
+
+# Rewrites the shared first cell of every notebook from scripts/setup_cell.py, with the repository URL and
+# branch from _config.yml (run it after changing either; tests/test_colab_setup.py checks they agree).
+setup-cells: $(STAMP)
+	$(PY) scripts/sync_setup_cell.py
 
 test: $(STAMP)
 	$(PY) -m pytest
