@@ -65,6 +65,15 @@ def source_of(page: str) -> Path:
     raise FileNotFoundError(f"no source for toc page {page!r}")
 
 
+def colab_link(page: str) -> str:
+    """The Open-in-Colab address of a notebook page, from `repository` and `launch_buttons` in _config.yml."""
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    repository, colab = config["repository"], config["launch_buttons"]["colab_url"].rstrip("/")
+    github = repository["url"].removeprefix("https://github.com/").strip("/")
+    book = repository.get("path_to_book", "").strip("/")
+    return f"{colab}/github/{github}/blob/{repository['branch']}/{book + '/' if book else ''}{page}.ipynb"
+
+
 def makes_widgets(page: str) -> bool:
     """Whether the page's notebook has a code cell that builds ipywidgets (a `slider(` call or `ipywidgets`)."""
     path = source_of(page)
@@ -202,6 +211,11 @@ def test_page_renders_offline(page: str, server: str, browser) -> None:
         tab.wait_for_function("() => Array.from(document.images).every(i => i.complete)", timeout=30_000)
         broken = tab.evaluate("() => Array.from(document.images).filter(i => i.naturalWidth === 0).map(i => i.src)")
         assert not broken, f"{page}: images that did not load: {broken}"
+
+        # Colab: every notebook page links to its notebook in Colab (the launch button; a link, not a request)
+        if source_of(page).suffix == ".ipynb":
+            colab = colab_link(page)
+            assert tab.locator(f'a[href="{colab}"]').count() > 0, f"{page}: no Open-in-Colab link to {colab}"
 
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         tab.screenshot(path=str(SCREENSHOTS / f"{page.replace('/', '__')}.png"), full_page=True)
