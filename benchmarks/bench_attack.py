@@ -23,6 +23,7 @@ from torch import nn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import lib  # noqa: E402
 from lib import attack  # noqa: E402
 from lib.data import fixed_subset  # noqa: E402
 
@@ -119,7 +120,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3,
                         help="timed runs of the batched attack; the median is reported (default 3)")
     args = parser.parse_args()
-    torch.set_flush_denormal(True)
+    lib.setup_torch(seed=0)  # flushed denormals, glibc keeping freed memory (see lib.keep_freed_memory)
     torch.set_num_threads(args.threads)
     print(f"# bench_attack: torch {torch.__version__}, {torch.get_num_threads()} torch thread(s), "
           f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, "

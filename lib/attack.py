@@ -469,8 +469,8 @@ def _lbfgsb_torch(
     (a rejected t is cut to the minimiser of the quadratic through f(0), f'(0) and f(t), within
     [0.1 t, 0.5 t]). A row stops after max_iter steps, when its projected gradient <= pgtol, its
     relative decrease <= ftol, or after max_backtracks rejections in a row (or a rejected trial
-    that raises f by no more than ftol: float precision). Finished rows leave the working arrays
-    once they make up a quarter of them.
+    that raises f by no more than ftol: float precision). Finished rows stay put (t = 0) and leave
+    the working arrays once they make up half of them.
     """
     z_out = z0.clone()
     rows = torch.arange(len(z0), device=z0.device)  # the working set, as indices into z0
@@ -529,7 +529,7 @@ def _lbfgsb_torch(
         running &= _projected_gradient_norm(z, g) > pgtol
 
         n_running = int(running.sum())
-        if 4 * n_running <= 3 * len(rows):  # compacting copies the history: worth it once a quarter is idle
+        if 2 * n_running <= len(rows):  # compacting copies the history: worth it once half the rows are idle
             z_out[rows] = z
             rows, z, f, g, gamma, d, t, steps, rejected = (
                 a[running] for a in (rows, z, f, g, gamma, d, t, steps, rejected)
