@@ -492,11 +492,11 @@ def _lbfgsb_torch(
         d_new = _two_loop(g * free, S, Y, rho, gamma, newest_first).mul_(free).neg_()
         d_new.mul_(_movable(bound, d_new))
         searching = ((rejected > 0) & running).nonzero().squeeze(1)
-        restart = (~(torch.linalg.vecdot(g, d_new) < 0) & (rejected == 0)).nonzero().squeeze(1)
+        restart = (~(torch.linalg.vecdot(g, d_new) < 0) & (rejected == 0) & running).nonzero().squeeze(1)
         if len(restart):  # not a descent direction: steepest descent and a fresh history
             d_new[restart] = -(g[restart] * free[restart])
             rho[:, restart], gamma[restart] = 0, 0
-        fresh = gamma <= 0  # no curvature pair yet: the first step is at most 1 long
+        fresh = (gamma <= 0) & running  # no curvature pair yet: the first step is at most 1 long
         t_new = torch.ones_like(t)
         if fresh.any():
             t_new[fresh] = d_new[fresh].norm(dim=1).clamp_min(1e-12).reciprocal().clamp(max=1.0)
