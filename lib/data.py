@@ -109,12 +109,18 @@ def split_halves(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return perm[:30_000].sort().values, perm[30_000:].sort().values
 
 
+def subset_indices(n: int, train: bool = True, seed: int = 0) -> torch.Tensor:
+    """Sorted indices of a seeded subset of `n` images of the training (60,000) or test (10,000) set."""
+    total = 60_000 if train else 10_000
+    if not isinstance(n, int) or not 0 < n <= total:
+        raise ValueError(f"n must be in 1..{total}, got {n!r}")
+    return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+
+
 def fixed_subset(n: int, train: bool = True, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A seeded subset of `n` images (and labels) from the training or test set."""
+    idx = subset_indices(n, train, seed)
     images, labels = load_mnist(train)
-    if not 0 < n <= len(labels):
-        raise ValueError(f"n must be in 1..{len(labels)}, got {n}")
-    idx = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:n].sort().values
     return images[idx], labels[idx]
 
 

@@ -76,18 +76,40 @@ def weight_layers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
 
 
-def weight_decay_penalty(model: nn.Module, lambdas: Sequence[float]) -> torch.Tensor:
+# How the paper's "lambda/k sum w^2, k = the number of units in the layer" can be read: k per layer.
+DECAY_READINGS = {
+    "outputs": "lambda/k * sum w^2, k = the layer's output units",
+    "inputs": "lambda/k * sum w^2, k = the layer's input units",
+    "none": "lambda * sum w^2 (no division)",
+    "half": "lambda/2 * sum w^2 (the usual 1/2 convention)",
+}
+
+
+def decay_divisor(layer: nn.Module, reading: str) -> int:
+    """k of one weight layer under a reading of the paper's decay (see DECAY_READINGS)."""
+    if reading not in DECAY_READINGS:
+        raise ValueError(f"unknown weight-decay reading {reading!r}; valid: {', '.join(DECAY_READINGS)}")
+    conv = isinstance(layer, nn.Conv2d)
+    if reading == "outputs":
+        return layer.out_channels if conv else layer.out_features
+    if reading == "inputs":
+        return layer.weight[0].numel() if conv else layer.in_features
+    return 1 if reading == "none" else 2
+
+
+def weight_decay_penalty(model: nn.Module, lambdas: Sequence[float], reading: str = "outputs") -> torch.Tensor:
     """The paper's decay: sum over layers of lambda/k * sum(w^2), k = number of units in the layer.
 
-    Biases are not decayed. With a mean-over-batch loss, lambda/k * |w|^2 has gradient 2*lambda/k * w,
-    so it equals torch's usual `weight_decay=2*lambda/k` (plain SGD or Adam, not AdamW) for that layer.
+    `reading` picks what k is (DECAY_READINGS; the default, the layer's output units, is our first
+    reading of the paper). Biases are not decayed. With a mean-over-batch loss, lambda/k * |w|^2 has
+    gradient 2*lambda/k * w, so it equals torch's usual `weight_decay=2*lambda/k` (plain SGD or Adam,
+    not AdamW) for that layer.
     """
     layers = weight_layers(model)
     if len(lambdas) != len(layers):
         raise ValueError(f"need one lambda per weight layer: {len(layers)} layers, got {len(lambdas)} lambdas")
-    total = torch.zeros(())
+    total = torch.zeros((), dtype=layers[0].weight.dtype)
     for lam, layer in zip(lambdas, layers):
         if lam:
-            units = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
-            total = total + lam / units * layer.weight.pow(2).sum()
+            total = total + lam / decay_divisor(layer, reading) * layer.weight.pow(2).sum()
     return total

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import subprocess
 import sys
@@ -39,13 +40,23 @@ def test_committed_model_matches_its_record(name):
     assert {"spec", "train_seconds", "versions", "history"} <= set(record)
 
 
-def test_training_is_reproducible(tmp_path, monkeypatch):
-    """Training the same spec twice with the same seed gives the same weights."""
+@pytest.mark.parametrize("name", ["softmax-1", "softmax-1-modern"])
+def test_training_is_reproducible(tmp_path, monkeypatch, name):
+    """Training the same spec twice with the same seed gives the same weights (both recipes)."""
     monkeypatch.setattr(zoo, "MODEL_DIR", tmp_path)
-    a = zoo.train("softmax-1", progress=False, save=False)
-    b = zoo.train("softmax-1", progress=False, save=False)
+    monkeypatch.setitem(zoo.SPECS, name, dataclasses.replace(zoo.SPECS[name], max_iter=20, epochs=2))
+    a = zoo.train(name, progress=False, save=False)
+    b = zoo.train(name, progress=False, save=False)
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.equal(pa, pb)
+
+
+def test_committed_paper_model_is_reproduced():
+    """Retraining a committed paper-recipe model from scratch (not saved) gives its recorded errors."""
+    fresh = zoo.errors(zoo.train("softmax-1", progress=False, save=False))
+    record = zoo.record("softmax-1")
+    assert fresh["train_error"] == pytest.approx(record["train_error"], abs=0.011)
+    assert fresh["test_error"] == pytest.approx(record["test_error"], abs=0.011)
 
 
 def test_corrupted_weights_are_reported(tmp_path, monkeypatch):
@@ -57,9 +68,14 @@ def test_corrupted_weights_are_reported(tmp_path, monkeypatch):
 
 def test_saved_files_are_complete(tmp_path, monkeypatch):
     monkeypatch.setattr(zoo, "MODEL_DIR", tmp_path)
-    monkeypatch.setitem(zoo.SPECS, "softmax-1", zoo.SPECS["softmax-1"].__class__(
-        **{**zoo.SPECS["softmax-1"].__dict__, "epochs": 1}))
+    monkeypatch.setitem(zoo.SPECS, "softmax-1", dataclasses.replace(zoo.SPECS["softmax-1"], max_iter=3))
+    monkeypatch.setitem(zoo.SPECS, "softmax-1-modern", dataclasses.replace(zoo.SPECS["softmax-1-modern"], epochs=1))
     zoo.train("softmax-1", progress=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["softmax-1.json", "softmax-1.pt"]
+    zoo.train("softmax-1-modern", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["softmax-1-modern.json", "softmax-1-modern.pt",
+                                                          "softmax-1.json", "softmax-1.pt"]
     record = json.loads((tmp_path / "softmax-1.json").read_text())
-    assert record["spec"]["epochs"] == 1 and 0 <= record["test_error"] <= 100
+    assert record["spec"]["max_iter"] == 3 and record["history"][-1]["iteration"] == 3 and 0 <= record["test_error"] <= 100
+    assert record["spec"]["recipe"] == "paper" and record["history"][-1]["converged"] is False
+    record = json.loads((tmp_path / "softmax-1-modern.json").read_text())
+    assert record["spec"]["epochs"] == 1 and len(record["history"]) == 1
