@@ -27,8 +27,11 @@ book: $(STAMP)
 # Playwright drives /usr/bin/chromium; it never downloads a browser of its own.
 browser-deps: $(STAMP)
 	@if [ ! -x /usr/bin/chromium ]; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
-	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi; \
+	  echo "installing Debian's chromium for the browser test (apt-get)"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
+	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "error: the browser test needs /usr/bin/chromium; install it with: sudo apt-get install chromium" >&2; exit 1; fi; \
 	fi
 	$(PY) -m pip install --quiet playwright
 	@echo "browser test ready: /usr/bin/chromium and playwright for $(PY)"
@@ -54,7 +57,8 @@ vendor-js:
 setup-cells: $(STAMP)
 	$(PY) scripts/sync_setup_cell.py
 
-test: $(STAMP)
+# The tests include the browser test of the built book, so `make test` first installs what it needs.
+test: $(STAMP) browser-deps
 	$(PY) -m pytest
 
 models: $(STAMP)

@@ -1,4 +1,5 @@
-"""Command line: `python -m lib train NAME|all`, `python -m lib table1`, `python -m lib names`."""
+"""Command line: `python -m lib train NAME|all`, `python -m lib table1 [--images all]`, `python -m lib decay-readings`,
+`python -m lib names`."""
 from __future__ import annotations
 
 import argparse
@@ -30,10 +31,47 @@ def _train(names: list[str], workers: int) -> None:
     print(f"total {time.perf_counter() - start:.1f} s wall clock for {len(chosen)} model(s)")
 
 
-def _table1() -> None:
+def _table1(args: argparse.Namespace) -> None:
+    from . import paper
     from .experiments import table1_errors
+    from .table1 import RUN_RULES, assemble_run, compute_chunks, distortion_table
 
-    print(table1_errors().to_string(index=False))
+    if args.images is None:
+        print(table1_errors().to_string(index=False))
+        return
+    images = args.images if args.images == "all" else int(args.images)
+    rules = args.rules.split(",")
+    names = args.models.split(",") if args.models else list(paper.TABLE1_MODELS)
+    for rule in rules:
+        if rule not in RUN_RULES:
+            raise KeyError(f"unknown rule {rule!r}; valid rules: {', '.join(RUN_RULES)}")
+    for name in names:
+        if name not in paper.TABLE1:
+            raise KeyError(f"unknown Table 1 model {name!r}; valid: {', '.join(paper.TABLE1_MODELS)}")
+    start = time.perf_counter()
+    walls = {}
+    for rule in rules:  # first every chunk (resumable), then the assembly, which needs every Table 1 model
+        for name in names:
+            walls[name, rule] = compute_chunks(name, rule, images, device=args.device, workers=args.workers)
+    for rule in rules:
+        for name in names:
+            run = assemble_run(name, rule, images, device=args.device, workers=args.workers,
+                               wall_seconds=walls[name, rule])
+            print(f"{name:14s} {rule:10s} {len(run.indices)} images: {run.meta['attack_seconds']:8.1f} s attacking "
+                  f"(summed over processes), {run.meta['wall_seconds']:8.1f} s wall this call", flush=True)
+    print(f"total {time.perf_counter() - start:.1f} s wall clock")
+    print(distortion_table(images, every_images=images).to_string(index=False))
+
+
+def _decay_readings() -> None:
+    from .table1 import choose_reading, decay_readings, load_decay_readings, reading_gaps, save_decay_readings
+
+    save_decay_readings(decay_readings())
+    frame = load_decay_readings()
+    print(frame[["reading", "model", "train_error", "paper train %", "test_error", "paper test %", "iterations",
+                 "converged", "seconds"]].to_string(index=False))
+    print("largest training-error gap per reading (pp):", reading_gaps(frame).round(2).to_dict())
+    print("closest reading:", choose_reading(frame))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,14 +81,26 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("names", nargs="+", help=f"'all' or any of: {', '.join(zoo.NAMES)}")
     train.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                        help="parallel training processes (default: up to 2)")
-    sub.add_parser("table1", help="Table 1's error columns, ours beside the paper's")
+    table1 = sub.add_parser("table1", help="Table 1's error columns, ours beside the paper's; with --images, its "
+                                           "distortion column (resumable, results in data/results/table1/)")
+    table1.add_argument("--images", help="'all' (60,000 training images) or a number (a seeded subset)")
+    table1.add_argument("--rules", default="runner-up,random", help="comma-separated target rules: runner-up, "
+                                                                    "random, every (all nine wrong labels)")
+    table1.add_argument("--models", help="comma-separated Table 1 models (default: all six)")
+    table1.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    table1.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                        help="CPU processes of one thread each (default: up to 2)")
+    sub.add_parser("decay-readings", help="fit Table 1's softmax models under each reading of the paper's decay "
+                                          "and write data/results/decay_readings.json (about 15 min on one core)")
     sub.add_parser("names", help="list the zoo's model names")
     args = parser.parse_args(argv)
     try:
         if args.command == "train":
             _train(args.names, max(1, args.workers))
         elif args.command == "table1":
-            _table1()
+            _table1(args)
+        elif args.command == "decay-readings":
+            _decay_readings()
         else:
             print("\n".join(zoo.NAMES))
     except KeyError as err:

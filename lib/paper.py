@@ -58,19 +58,31 @@ TABLE4 = {
     "Gaussian noise (stddev 0.1)": [2.6, 2.8, 2.7],
 }
 
-# Table 5: AlexNet upper Lipschitz bounds per layer (ImageNet). The FC rows read 2.5, 2.5, 4 here until
-# 2026-11 (a transcription error): a public summary of the paper whose Tables 1, 2 and 4 agree with ours
-# cell for cell gives 3.12, 4, 4.
+# Table 5: AlexNet upper Lipschitz bounds per layer (ImageNet), as the ICLR version (v4) prints them.
+# `verified` says whether a source stored with this project confirms the cell. The arXiv v1 text in
+# shared/paper has Table 5 garbled (and v1 printed lower bounds too), and no stored copy of v4 was found:
+# the FC rows read 2.5, 2.5, 4 here until 2026-11 and were changed to 3.12, 4, 4 from a summary that is not
+# stored with the project. The book shows every unverified cell marked as such.
 TABLE5 = [
-    {"layer": "Conv. 1", "size": "11x11x3x96", "stride": 4, "upper_bound": 2.75},
-    {"layer": "Conv. 2", "size": "5x5x96x256", "stride": 1, "upper_bound": 10.0},
-    {"layer": "Conv. 3", "size": "3x3x256x384", "stride": 1, "upper_bound": 7.0},
-    {"layer": "Conv. 4", "size": "3x3x384x384", "stride": 1, "upper_bound": 7.5},
-    {"layer": "Conv. 5", "size": "3x3x384x256", "stride": 1, "upper_bound": 11.0},
-    {"layer": "FC1", "size": "9216x4096", "stride": None, "upper_bound": 3.12},
-    {"layer": "FC2", "size": "4096x4096", "stride": None, "upper_bound": 4.0},
-    {"layer": "FC3", "size": "4096x1000", "stride": None, "upper_bound": 4.0},
+    {"layer": "Conv. 1", "size": "11x11x3x96", "stride": 4, "upper_bound": 2.75, "verified": False},
+    {"layer": "Conv. 2", "size": "5x5x96x256", "stride": 1, "upper_bound": 10.0, "verified": False},
+    {"layer": "Conv. 3", "size": "3x3x256x384", "stride": 1, "upper_bound": 7.0, "verified": False},
+    {"layer": "Conv. 4", "size": "3x3x384x384", "stride": 1, "upper_bound": 7.5, "verified": False},
+    {"layer": "Conv. 5", "size": "3x3x384x256", "stride": 1, "upper_bound": 11.0, "verified": False},
+    {"layer": "FC1", "size": "9216x4096", "stride": None, "upper_bound": 3.12, "verified": False},
+    {"layer": "FC2", "size": "4096x4096", "stride": None, "upper_bound": 4.0, "verified": False},
+    {"layer": "FC3", "size": "4096x1000", "stride": None, "upper_bound": 4.0, "verified": False},
 ]
+
+# Figure 7 (arXiv v1 and v4): the stddev of the adversarial perturbations it shows for a linear softmax and
+# for a 200-200-10 sigmoid network, and the accuracy on images distorted by Gaussian noise of stddev 1.
+FIGURE7 = {"softmax stddev": 0.06, "N200-200-10 stddev": 0.063, "noise stddev": 1.0, "noise accuracy %": 51.0}
+
+# Figure 5 (AlexNet): "Average distortion based on 64 examples is 0.006508."
+FIGURE5_ALEXNET_DISTORTION = 0.006508
+
+# Section 4.2: "Each of our models were trained with L-BFGS until convergence."
+TRAINING = "L-BFGS until convergence"
 
 # Section 4.2, adversarial training of a 100-100-10 sigmoid net: test error in percent.
 ADVERSARIAL_TRAINING = {

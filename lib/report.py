@@ -13,6 +13,7 @@ import warnings
 import pandas as pd
 
 from . import experiments, imagenet, paper, spectral, zoo
+from . import table1 as faithful
 
 GAP_NOTE = "gap = book - paper (percentage points for errors); ratio = book / paper"
 
@@ -23,16 +24,28 @@ def _check_n(n: int) -> int:
     return n
 
 
-def table1(n: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Table 1: training and test error and mean minimal distortion of the six models, book beside paper."""
+def table1() -> pd.DataFrame:
+    """Table 1: training and test error and mean minimal distortion of the six models, book beside paper.
+
+    The distortion is the whole training set's, from the committed runs of `lib.table1`, under the
+    target reading closest to the paper's column (`table1.choose_statistic`); it is compared as the mean
+    over all images, those the model misclassifies counted as 0, and the mean over the correctly
+    classified ones is shown too.
+    """
     errors = experiments.table1_errors()
-    distortions = experiments.table1_distortions(n=_check_n(n), seed=seed)
-    frame = errors.merge(distortions[["model", "success %", "mean distortion", "paper distortion"]], on="model")
+    whole = faithful.distortion_table("all", every_images=faithful.EVERY_IMAGES)
+    chosen = whole[whole["statistic"] == faithful.choose_statistic(whole)].rename(columns={
+        "mean distortion (correct only)": experiments.MEAN_CORRECT,
+        "mean distortion (misclassified as 0)": experiments.MEAN_ALL,
+        "success % (of correct)": "success %", "paper": "paper distortion"})
+    means = [experiments.MEAN_CORRECT, experiments.MEAN_ALL]
+    frame = errors.merge(chosen[["model", "statistic", "images", "misclassified", "success %", *means,
+                                 "paper distortion"]], on="model")
     frame["train gap (pp)"] = (frame["train error %"] - frame["paper train %"]).round(2)
-    frame["distortion ratio book/paper"] = (frame["mean distortion"] / frame["paper distortion"]).round(2)
+    frame["distortion ratio book (all)/paper"] = (frame[experiments.MEAN_ALL] / frame["paper distortion"]).round(2)
     return frame[["model", "paper name", "train error %", "paper train %", "train gap (pp)", "test error %",
-                  "paper test %", "test gap (pp)", "success %", "mean distortion", "paper distortion",
-                  "distortion ratio book/paper"]]
+                  "paper test %", "test gap (pp)", "statistic", "images", "misclassified", "success %", *means,
+                  "paper distortion", "distortion ratio book (all)/paper"]]
 
 
 def table3(n: int = 1000, seed: int = 0) -> pd.DataFrame:
@@ -126,7 +139,7 @@ def _table1_pairs(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     idx = frame["model"]
     ours = pd.DataFrame({"train error %": frame["train error %"].to_numpy(),
                          "test error %": frame["test error %"].to_numpy(),
-                         "distortion": frame["mean distortion"].to_numpy()}, index=idx)
+                         "distortion": frame[experiments.MEAN_ALL].to_numpy()}, index=idx)
     ref = pd.DataFrame({"train error %": frame["paper train %"].to_numpy(),
                         "test error %": frame["paper test %"].to_numpy(),
                         "distortion": frame["paper distortion"].to_numpy()}, index=idx)

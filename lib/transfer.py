@@ -321,6 +321,19 @@ def table4(n: int = 1000, seed: int = 0, target: str = "runner-up", magnified_st
                          dict(examples), len(x))
 
 
+def orientation_check(table: "TransferTable", prefix: str = "adversarial ") -> dict[str, float]:
+    """Mean |ours - paper| over the off-diagonal adversarial cells, reading the paper's block as printed and transposed.
+
+    The paper's text fixes the orientation ("we feed these examples to each of the models. The error
+    for each model is displayed in the corresponding column"): rows are the models the examples were
+    made on, columns the models they are fed to, as in `lib.paper`. A much smaller gap when transposed
+    would say that our asymmetry is the reverse of the paper's, not that the table is misread.
+    """
+    ours, theirs = off_diagonal(table.ours, prefix), off_diagonal(table.paper, prefix)
+    swapped = pd.Series({(i, j): theirs[(j, i)] for i, j in theirs.index})
+    return {"as printed": float((ours - theirs).abs().mean()), "transposed": float((ours - swapped).abs().mean())}
+
+
 # ----------------------------------------------------------------------------------------------
 # The paper's qualitative claims, tested on a table's numbers
 # ----------------------------------------------------------------------------------------------
