@@ -71,45 +71,6 @@ def adversarial_set(name: str, n: int = 1000, train: bool = True, seed: int = 0,
                         chunk=chunk, attack=attack.VERSION, weights=zoo.fingerprint(name))
 
 
-MEAN_CORRECT = "mean distortion, correct only"  # table1_distortions' column names
-MEAN_ALL = "mean distortion, all (misclassified = 0)"
-RATIO = "ratio ours (all)/paper"
-
-
-def table1_distortions(n: int = 1000, seed: int = 0, target: str = "runner-up") -> pd.DataFrame:
-    """Table 1's last column: mean minimal distortion on a seeded training subset, beside the paper's.
-
-    Images the model already misclassifies need no perturbation: their count is a column, and the
-    mean is given both over the correctly classified images alone and over all images with those
-    counted as 0 (the paper's "to reach 0% accuracy on the training set"; the ratio uses this one).
-    Failed attacks (see "success %") enter neither mean.
-    """
-    rows = []
-    for name in paper.TABLE1_MODELS:
-        adv = adversarial_set(name, n=n, train=True, seed=seed, target=target)
-        ref = paper.TABLE1[name]
-        ok, wrong = adv["success"], adv["misclassified"]
-        mean_all = adv["distortion"][ok].mean().item()
-        mean_correct = adv["distortion"][ok & ~wrong].mean().item()
-        rows.append({"model": name, "paper name": ref["label"], "images": n, "misclassified": int(wrong.sum()),
-                     "success %": round(100 * ok.double().mean().item(), 2),
-                     MEAN_CORRECT: round(mean_correct, 4), MEAN_ALL: round(mean_all, 4),
-                     "paper distortion": ref["distortion"], RATIO: round(mean_all / ref["distortion"], 2)})
-    return pd.DataFrame(rows)
-
-
-def targets_compared(name: str, n: int = 100, seed: int = 0) -> dict:
-    """Runner-up target vs the best of all nine targets on the same seeded training images (cached).
-
-    Per image: the two distortions (0 for images the model misclassifies), whether both chose the
-    same label, and which images are misclassified.
-    """
-    runner_up = adversarial_set(name, n=n, train=True, seed=seed, target="runner-up")
-    best = adversarial_set(name, n=n, train=True, seed=seed, target="best")
-    return {"runner-up": runner_up["distortion"], "best": best["distortion"],
-            "same target": (runner_up["target"] == best["target"]), "misclassified": best["misclassified"]}
-
-
 def exact_linear_minimum(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """For a linear model, the exact minimal distortion over all nine wrong labels, per image."""
     wrong = torch.stack([torch.tensor([t for t in range(10) if t != int(label)]) for label in y])

@@ -339,14 +339,21 @@ def run_distortions(run: DistortionRun, statistic: str) -> tuple[torch.Tensor, t
     raise ValueError(f"unknown statistic {statistic!r}; valid: {', '.join(STATISTICS)}")
 
 
+# How one number summarises a model's per-image distortions. The paper says "average minimum distortion"
+# and calls the same numbers "stddev" (Table 4, Figure 7): the standard deviation of the perturbation's
+# pixels, pooled over the perturbed images, is sqrt(mean over images of d^2), not the mean of d.
+AGGREGATES = {"mean": "mean over all images, misclassified ones as 0 (the literal '0% accuracy' reading)",
+              "mean (correct only)": "mean over the images the model classifies correctly",
+              "pooled stddev": "sqrt(mean d^2) over the correctly classified images: the stddev of all "
+                               "perturbation pixels together"}
+
+
 def distortion_table(images: int | str = "all", statistics: tuple[str, ...] = tuple(STATISTICS),
                      every_images: int | str = 1000) -> pd.DataFrame:
-    """Table 1's last column under each statistic, from the committed runs, beside the paper's.
+    """Table 1's last column under each target statistic and each aggregate (AGGREGATES), beside the paper's.
 
-    Misclassified images are counted and shown both ways: left out of the mean, and taken as 0 (the
-    paper's "0% accuracy on the training set" reading: they need no distortion; the ratio uses this
-    one). Failed attacks enter neither mean. The nine-target statistics come from the "every" run on
-    `every_images` images.
+    Misclassified images are counted; failed attacks enter no aggregate. The nine-target statistics come
+    from the "every" run on `every_images` images. One ratio column per aggregate: "ratio <aggregate>".
     """
     rows = []
     for name in paper.TABLE1_MODELS:
@@ -358,17 +365,34 @@ def distortion_table(images: int | str = "all", statistics: tuple[str, ...] = tu
             except FileNotFoundError:
                 continue
             d, ok = run_distortions(run, statistic)
+            d = d.double()
             correct = ~run.misclassified
             attacked = correct & ok
             ref = paper.TABLE1[name]["distortion"]
-            mean_all = d.where(correct, 0)[~correct | ok].double().mean().item()
+            values = {"mean": d.where(correct, 0)[~correct | ok].mean().item(),
+                      "mean (correct only)": d[attacked].mean().item(),
+                      "pooled stddev": d[attacked].pow(2).mean().sqrt().item()}
             rows.append({"model": name, "statistic": statistic, "images": len(d),
                          "misclassified": int(run.misclassified.sum()),
                          "success % (of correct)": round(100 * ok[correct].double().mean().item(), 2),
-                         "mean distortion (correct only)": round(d[attacked].double().mean().item(), 4),
-                         "mean distortion (misclassified as 0)": round(mean_all, 4),
-                         "paper": ref, "ratio ours/paper": round(mean_all / ref, 3)})
+                         **{k: round(v, 4) for k, v in values.items()}, "paper": ref,
+                         **{f"ratio {k}": round(v / ref, 3) for k, v in values.items()}})
     return pd.DataFrame(rows)
+
+
+def reading_fit(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean |log(ours / paper)| over the models, per target statistic (rows) and aggregate (columns); 0 is a perfect fit."""
+    import numpy as np
+
+    fit = {k: np.log(table[f"ratio {k}"]).abs().groupby(table["statistic"]).mean() for k in AGGREGATES}
+    return pd.DataFrame(fit).round(3)
+
+
+def choose_target_reading(table: pd.DataFrame) -> tuple[str, str]:
+    """(target statistic, aggregate) whose distortions come closest to Table 1's column (training images only)."""
+    stacked = reading_fit(table).stack()
+    statistic, aggregate = stacked.idxmin()
+    return str(statistic), str(aggregate)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -430,19 +454,6 @@ def cross_model_table(rule: str, images: int | str = "all") -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index", columns=list(paper.TABLE1_MODELS))
 
 
-def statistic_fit(table: pd.DataFrame) -> pd.Series:
-    """Per statistic of `distortion_table`, the mean |log(ours / paper)| over the six models (0: a perfect fit)."""
-    import numpy as np
-
-    error = np.log(table["ratio ours/paper"]).abs()
-    return error.groupby(table["statistic"]).mean().sort_values()
-
-
-def choose_statistic(table: pd.DataFrame) -> str:
-    """The target statistic whose distortions come closest to Table 1's column (training images only)."""
-    return str(statistic_fit(table).index[0])
-
-
 # The attack rule (attack.TARGET_RULES) that makes one example per image under each statistic: the mean
 # over the nine wrong labels is what a uniformly drawn wrong label gives on average.
 RULE_OF_STATISTIC = {"runner-up": "runner-up", "random": "random", "best": "best", "mean of nine": "random"}
@@ -450,5 +461,6 @@ EVERY_IMAGES = 500  # the seeded subset attacked towards all nine wrong labels (
 
 
 def chosen_rule(images: int | str = "all") -> str:
-    """The attack rule of the reading that fits Table 1 best (`choose_statistic` on the committed runs)."""
-    return RULE_OF_STATISTIC[choose_statistic(distortion_table(images, every_images=EVERY_IMAGES))]
+    """The attack rule of the reading that fits Table 1 best (`choose_target_reading` on the committed runs)."""
+    statistic, _ = choose_target_reading(distortion_table(images, every_images=EVERY_IMAGES))
+    return RULE_OF_STATISTIC[statistic]

@@ -155,3 +155,29 @@ def test_committed_run_matches_a_fresh_attack(path):
     if rule != "every":
         own = paper.TABLE1_MODELS.index(name)
         assert torch.equal(run.predictions[pick, own].long()[success], targets[success])
+
+
+def test_choose_target_reading_picks_the_closest_pair():
+    import pandas as pd
+
+    rows = []
+    for model in ("a", "b"):
+        rows.append({"model": model, "statistic": "random", "ratio mean": 0.8, "ratio mean (correct only)": 0.9,
+                     "ratio pooled stddev": 1.05})
+        rows.append({"model": model, "statistic": "best", "ratio mean": 0.4, "ratio mean (correct only)": 0.5,
+                     "ratio pooled stddev": 0.6})
+    frame = pd.DataFrame(rows)
+    fit = table1.reading_fit(frame)
+    assert fit.loc["random", "pooled stddev"] == pytest.approx(abs(np.log(1.05)), abs=1e-3)
+    assert table1.choose_target_reading(frame) == ("random", "pooled stddev")
+
+
+def test_distortion_table_aggregates_a_committed_run():
+    """The three aggregates recomputed by hand from one committed run."""
+    run = table1.load_run("N100-100-10", "random")
+    frame = table1.distortion_table("all", statistics=("random",)).set_index("model")
+    d, ok = run.distortion.double(), run.success & ~run.misclassified
+    row = frame.loc["N100-100-10"]
+    assert row["mean (correct only)"] == pytest.approx(d[ok].mean().item(), abs=1e-4)
+    assert row["pooled stddev"] == pytest.approx(d[ok].pow(2).mean().sqrt().item(), abs=1e-4)
+    assert row["misclassified"] == int(run.misclassified.sum())
