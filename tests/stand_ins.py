@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 
+import pytest
 import torch
 from torch import nn
 
@@ -53,3 +54,19 @@ def runner_up(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         logits = model(x)
     return logits.scatter(1, logits.argmax(1, keepdim=True), -torch.inf).argmax(1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_cpu_thread():
+    """The attack's tensors are small: on a shared 2-core machine a second OpenMP thread costs more than it saves."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, nn.Module]:
+    """The stand-ins, as a fixture for the test modules that import it."""
+    return stand_in_models()

@@ -17,22 +17,7 @@ from lib.attack import (
 )
 from lib.attack_reference import exact_min_distortion_linear, lbfgs_attack_reference
 from lib.data import fixed_subset
-from stand_ins import correctly_classified, runner_up, stand_in_models
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_cpu_thread():
-    """The attack's tensors are small: on a shared 2-core machine a second OpenMP thread costs more than it saves."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.set_flush_denormal(True)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def models() -> dict[str, nn.Module]:
-    return stand_in_models()
+from stand_ins import correctly_classified, models, one_cpu_thread, runner_up  # noqa: F401 (fixtures)
 
 
 def test_stand_ins_are_trained(models):
