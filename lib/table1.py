@@ -6,15 +6,20 @@ their provenance, and the book reads them.
 """
 from __future__ import annotations
 
+import io
 import json
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
-from . import DATA_DIR, one_thread, paper
-from .data import atomic_write_bytes, load_mnist
+from . import DATA_DIR, attack, one_thread, paper, setup_torch, zoo
+from .data import CACHE_DIR, atomic_write_bytes, load_mnist, subset_indices
 from .models import DECAY_READINGS, softmax_classifier, weight_decay_penalty
 from .train import LBFGS_CHANGE_TOL, LBFGS_GRAD_TOL, classification_loss, error_rate, fit_lbfgs
 
@@ -62,10 +67,6 @@ def decay_readings(readings: tuple[str, ...] = READINGS, max_iter: int = 500, pr
     stopped. A weak decay (the summed loss, k = inputs) converges slowly: `max_iter` caps those fits, and
     each fit records whether it converged.
     """
-    from tqdm.auto import tqdm
-
-    from .data import CACHE_DIR
-
     test_x, test_y = load_mnist(train=False)
     train_x, train_y = load_mnist(train=True)
     fits = []
@@ -150,8 +151,6 @@ class DistortionRun:
 
 def run_indices(images: int | str, seed: int = 0) -> torch.Tensor:
     """The training-set indices of a run: all 60,000 ("all") or a seeded subset of `images`."""
-    from .data import subset_indices
-
     if images == "all":
         return torch.arange(60_000)
     return subset_indices(int(images), train=True, seed=seed)
@@ -173,8 +172,6 @@ _MODELS: dict[tuple[str, str], torch.nn.Module] = {}  # per process: the loaded 
 
 
 def _model(name: str, device: str) -> torch.nn.Module:
-    from . import zoo
-
     if (name, device) not in _MODELS:
         _MODELS[name, device] = zoo.load(name, progress=False).to(device)
     return _MODELS[name, device]
@@ -182,8 +179,6 @@ def _model(name: str, device: str) -> torch.nn.Module:
 
 def attack_chunk(name: str, rule: str, indices: torch.Tensor, seed: int, device: str = "cpu") -> dict:
     """Attack the training images `indices` on model `name` under `rule` (the random draw seeded by seed + first index)."""
-    from . import attack
-
     images, labels = load_mnist(train=True)
     x, y = images[indices].to(device), labels[indices].to(device)
     model = _model(name, device)
@@ -206,10 +201,6 @@ def attack_chunk(name: str, rule: str, indices: torch.Tensor, seed: int, device:
 
 def _chunk_job(name: str, rule: str, indices: torch.Tensor, seed: int, device: str, path) -> float:
     """Worker: attack one chunk (one thread) and save it atomically; returns its seconds."""
-    import io
-
-    from . import setup_torch
-
     setup_torch(seed)
     part = attack_chunk(name, rule, indices, seed, device)
     buffer = io.BytesIO()
@@ -220,9 +211,6 @@ def _chunk_job(name: str, rule: str, indices: torch.Tensor, seed: int, device: s
 
 def _chunk_paths(name: str, rule: str, images: int | str, seed: int, chunk: int):
     """The run's indices and its chunks (first index, indices, file), keyed by weights fingerprint and attack VERSION."""
-    from . import attack, zoo
-    from .data import CACHE_DIR
-
     indices = run_indices(images, seed)
     work = (CACHE_DIR / "table1-chunks" /
             f"{name}.{rule}.{images}-{zoo.fingerprint(name)}-v{attack.VERSION}-s{seed}-c{chunk}")
@@ -237,11 +225,6 @@ def compute_chunks(name: str, rule: str, images: int | str = "all", *, seed: int
     processes of one thread each. Chunks live in data/cache/table1-chunks/, keyed by the model's weights
     fingerprint and the attack VERSION, so a retrained model or a changed attack never reuses them.
     """
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    import multiprocessing
-
-    from tqdm.auto import tqdm
-
     _check_run(name, rule)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     indices, pieces = _chunk_paths(name, rule, images, seed, chunk)
@@ -266,8 +249,6 @@ def compute_chunks(name: str, rule: str, images: int | str = "all", *, seed: int
 def assemble_run(name: str, rule: str, images: int | str = "all", *, seed: int = 0, device: str | None = None,
                  workers: int = 1, chunk: int = CHUNK, wall_seconds: float | None = None) -> DistortionRun:
     """Join a run's finished chunks, add every Table 1 model's prediction on its examples, and save it."""
-    from . import attack, zoo
-
     _check_run(name, rule)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     indices, pieces = _chunk_paths(name, rule, images, seed, chunk)
@@ -294,17 +275,8 @@ def assemble_run(name: str, rule: str, images: int | str = "all", *, seed: int =
     return run
 
 
-def compute_run(name: str, rule: str, images: int | str = "all", *, seed: int = 0, device: str | None = None,
-                workers: int = 1, chunk: int = CHUNK, progress: bool = True) -> DistortionRun:
-    """Attack the run's images (resumable, see `compute_chunks`), then assemble and save the result."""
-    wall = compute_chunks(name, rule, images, seed=seed, device=device, workers=workers, chunk=chunk, progress=progress)
-    return assemble_run(name, rule, images, seed=seed, device=device, workers=workers, chunk=chunk, wall_seconds=wall)
-
-
 def save_run(run: DistortionRun) -> None:
     """Write a run to data/results/table1/ atomically."""
-    import io
-
     buffer = io.BytesIO()
     torch.save({**{k: v for k, v in run.__dict__.items() if k != "meta"}, "meta": json.dumps(run.meta)}, buffer)
     atomic_write_bytes(run_path(run.model, run.rule, run.meta["images"]), buffer.getvalue())
@@ -382,8 +354,6 @@ def distortion_table(images: int | str = "all", statistics: tuple[str, ...] = tu
 
 def reading_fit(table: pd.DataFrame) -> pd.DataFrame:
     """Mean |log(ours / paper)| over the models, per target statistic (rows) and aggregate (columns); 0 is a perfect fit."""
-    import numpy as np
-
     fit = {k: np.log(table[f"ratio {k}"]).abs().groupby(table["statistic"]).mean() for k in AGGREGATES}
     return pd.DataFrame(fit).round(3)
 
@@ -411,8 +381,6 @@ def _lbfgs_summary(history) -> tuple[int | None, bool | None, float | None]:
 def recipes_table(names: tuple[str, ...] = paper.TABLE1_MODELS, columns: tuple[str, ...] = ("train_error",
                                                                                           "test_error")) -> pd.DataFrame:
     """Each model's recorded errors under the paper recipe and the modern one, beside the paper's (from the records)."""
-    from . import zoo
-
     reference = {**paper.TABLE1, **paper.TABLE3}
     rows = []
     for name in names:
