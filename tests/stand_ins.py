@@ -56,6 +56,15 @@ def runner_up(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return logits.scatter(1, logits.argmax(1, keepdim=True), -torch.inf).argmax(1)
 
 
+def random_linear(inputs: int, classes: int, generator: torch.Generator) -> nn.Sequential:
+    """Flatten + a linear layer with standard normal weights and biases drawn from `generator`, in eval mode."""
+    layer = nn.Linear(inputs, classes)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(classes, inputs, generator=generator))
+        layer.bias.copy_(torch.randn(classes, generator=generator))
+    return nn.Sequential(nn.Flatten(), layer).eval()
+
+
 @pytest.fixture(scope="module", autouse=True)
 def one_cpu_thread():
     """The attack's tensors are small: on a shared 2-core machine a second OpenMP thread costs more than it saves."""

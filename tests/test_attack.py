@@ -17,7 +17,7 @@ from lib.attack import (
 )
 from lib.attack_reference import exact_min_distortion_linear, lbfgs_attack_reference
 from lib.data import fixed_subset
-from stand_ins import correctly_classified, models, one_cpu_thread, runner_up  # noqa: F401 (fixtures)
+from stand_ins import correctly_classified, models, one_cpu_thread, random_linear, runner_up  # noqa: F401 (fixtures)
 
 
 def test_stand_ins_are_trained(models):
@@ -217,11 +217,7 @@ def test_misclassified_images_are_flagged_and_untouched(rules_case):
 def test_random_rule_is_uniform_over_wrong_labels_and_seeded():
     """Thousands of 4-pixel images, cheap to attack: the drawn labels, not the attack, are under test."""
     gen = torch.Generator().manual_seed(12)
-    layer = nn.Linear(4, 10)
-    with torch.no_grad():
-        layer.weight.copy_(torch.randn(10, 4, generator=gen))
-        layer.bias.copy_(torch.randn(10, generator=gen))
-    model = nn.Sequential(nn.Flatten(), layer).eval()
+    model = random_linear(4, 10, gen)
     x = torch.rand(4500, 1, 2, 2, generator=gen)
     y = predict(model, x)  # every image correctly classified, so every one gets the drawn label
     cheap = {"c_steps": 1, "max_iter": 1, "refine": False}
@@ -235,7 +231,7 @@ def test_random_rule_is_uniform_over_wrong_labels_and_seeded():
     assert torch.equal(min_distortion(model, x, y, target="random", seed=3, **cheap).target, drawn)
     assert (min_distortion(model, x, y, target="random", seed=4, **cheap).target != drawn).double().mean() > 0.8
     with torch.no_grad():
-        layer.weight.mul_(2), layer.bias.mul_(2)  # another model, same predictions: the draw ignores the model
+        model[1].weight.mul_(2), model[1].bias.mul_(2)  # another model, same predictions: the draw ignores the model
     assert torch.equal(min_distortion(model, x, y, target="random", seed=3, **cheap).target, drawn)
 
 

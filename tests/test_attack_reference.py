@@ -9,7 +9,7 @@ from torch import nn
 
 from lib.attack import lbfgs_attack, predict
 from lib.attack_reference import exact_min_distortion_linear, lbfgs_attack_reference
-from stand_ins import correctly_classified, models, one_cpu_thread, runner_up  # noqa: F401 (fixtures)
+from stand_ins import correctly_classified, models, one_cpu_thread, random_linear, runner_up  # noqa: F401 (fixtures)
 
 
 # --- the per-image scipy reference ----------------------------------------------------------------
@@ -88,17 +88,13 @@ def test_exact_minimum_matches_slsqp_on_mnist(linear_case):
 
 def test_exact_minimum_matches_slsqp_on_small_random_problems():
     gen = torch.Generator().manual_seed(6)
-    layer = nn.Linear(16, 5)
-    with torch.no_grad():
-        layer.weight.copy_(torch.randn(5, 16, generator=gen))
-        layer.bias.copy_(torch.randn(5, generator=gen))
-    model = nn.Sequential(nn.Flatten(), layer).eval()
+    model = random_linear(16, 5, gen)
     x = torch.rand(12, 1, 4, 4, generator=gen)
     target = (predict(model, x) + 1 + torch.arange(12) % 4) % 5
     exact = exact_min_distortion_linear(model, x, target)
     assert exact.multipliers.shape == (12, 4)
     for i, l in enumerate(target.tolist()):
-        w, b = layer.weight.detach().double().numpy(), layer.bias.detach().double().numpy()
+        w, b = model[1].weight.detach().double().numpy(), model[1].bias.detach().double().numpy()
         rivals = [j for j in range(5) if j != l]
         x_i = x[i].flatten().double().numpy()
         A, beta = w[l] - w[rivals], b[l] - b[rivals]
