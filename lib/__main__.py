@@ -34,7 +34,7 @@ def _train(names: list[str], workers: int) -> None:
 def _table1(args: argparse.Namespace) -> None:
     from . import paper
     from .experiments import table1_errors
-    from .table1 import RUN_RULES, assemble_run, compute_chunks, distortion_table
+    from .table1 import assemble_run, check_run, compute_chunks, distortion_table
 
     if args.images is None:
         print(table1_errors().to_string(index=False))
@@ -42,12 +42,9 @@ def _table1(args: argparse.Namespace) -> None:
     images = args.images if args.images == "all" else int(args.images)
     rules = args.rules.split(",")
     names = args.models.split(",") if args.models else list(paper.TABLE1_MODELS)
-    for rule in rules:
-        if rule not in RUN_RULES:
-            raise KeyError(f"unknown rule {rule!r}; valid rules: {', '.join(RUN_RULES)}")
-    for name in names:
-        if name not in paper.TABLE1:
-            raise KeyError(f"unknown Table 1 model {name!r}; valid: {', '.join(paper.TABLE1_MODELS)}")
+    for rule in rules:  # every name and rule checked before any work starts
+        for name in names:
+            check_run(name, rule)
     start = time.perf_counter()
     walls = {}
     for rule in rules:  # first every chunk (resumable), then the assembly, which needs every Table 1 model
@@ -103,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             _decay_readings()
         else:
             print("\n".join(zoo.NAMES))
-    except KeyError as err:
+    except (KeyError, ValueError) as err:
         print(f"error: {err.args[0]}", file=sys.stderr)
         return 2
     return 0

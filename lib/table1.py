@@ -132,6 +132,7 @@ def choose_reading(frame: pd.DataFrame) -> str:
 
 RUN_RULES = ("runner-up", "random", "every")  # "every": all nine wrong labels (gives "best" and the mean of nine)
 CHUNK = 500  # images per resumable piece of work
+EVERY_IMAGES = 500  # the seeded subset attacked towards all nine wrong labels ("best", "mean of nine")
 
 
 @dataclass
@@ -161,7 +162,8 @@ def run_path(name: str, rule: str, images: int | str):
     return RESULTS_DIR / "table1" / f"{name}.{rule}.{images}.pt"
 
 
-def _check_run(name: str, rule: str) -> None:
+def check_run(name: str, rule: str) -> None:
+    """ValueError unless `name` is a Table 1 model and `rule` one of RUN_RULES."""
     if name not in paper.TABLE1:
         raise ValueError(f"unknown Table 1 model {name!r}; valid: {', '.join(paper.TABLE1_MODELS)}")
     if rule not in RUN_RULES:
@@ -225,7 +227,7 @@ def compute_chunks(name: str, rule: str, images: int | str = "all", *, seed: int
     processes of one thread each. Chunks live in data/cache/table1-chunks/, keyed by the model's weights
     fingerprint and the attack VERSION, so a retrained model or a changed attack never reuses them.
     """
-    _check_run(name, rule)
+    check_run(name, rule)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     indices, pieces = _chunk_paths(name, rule, images, seed, chunk)
     todo = [p for p in pieces if not p[2].exists()]
@@ -249,7 +251,7 @@ def compute_chunks(name: str, rule: str, images: int | str = "all", *, seed: int
 def assemble_run(name: str, rule: str, images: int | str = "all", *, seed: int = 0, device: str | None = None,
                  workers: int = 1, chunk: int = CHUNK, wall_seconds: float | None = None) -> DistortionRun:
     """Join a run's finished chunks, add every Table 1 model's prediction on its examples, and save it."""
-    _check_run(name, rule)
+    check_run(name, rule)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     indices, pieces = _chunk_paths(name, rule, images, seed, chunk)
     missing = [str(path) for _, _, path in pieces if not path.exists()]
@@ -284,7 +286,7 @@ def save_run(run: DistortionRun) -> None:
 
 def load_run(name: str, rule: str, images: int | str = "all") -> DistortionRun:
     """A committed run; FileNotFoundError naming the command that computes it."""
-    _check_run(name, rule)
+    check_run(name, rule)
     path = run_path(name, rule, images)
     if not path.exists():
         raise FileNotFoundError(f"no committed run at {path}; compute it with "
@@ -321,7 +323,7 @@ AGGREGATES = {"mean": "mean over all images, misclassified ones as 0 (the litera
 
 
 def distortion_table(images: int | str = "all", statistics: tuple[str, ...] = tuple(STATISTICS),
-                     every_images: int | str = 1000) -> pd.DataFrame:
+                     every_images: int | str = EVERY_IMAGES) -> pd.DataFrame:
     """Table 1's last column under each target statistic and each aggregate (AGGREGATES), beside the paper's.
 
     Misclassified images are counted; failed attacks enter no aggregate. The nine-target statistics come
@@ -370,12 +372,12 @@ def choose_target_reading(table: pd.DataFrame) -> tuple[str, str]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _lbfgs_summary(history) -> tuple[int | None, bool | None, float | None]:
-    """(iterations, converged, final max |gradient|) of a paper-recipe training log; Nones for Adam logs."""
+def _lbfgs_summary(history) -> tuple[int | None, bool | None]:
+    """(iterations, converged) of a paper-recipe training log; Nones for Adam logs."""
     log = history["classifier"] if isinstance(history, dict) else history
     if not log or "iteration" not in log[-1]:
-        return None, None, None
-    return log[-1]["iteration"], log[-1]["converged"], log[-1]["max_grad"]
+        return None, None
+    return log[-1]["iteration"], log[-1]["converged"]
 
 
 def recipes_table(names: tuple[str, ...] = paper.TABLE1_MODELS, columns: tuple[str, ...] = ("train_error",
@@ -386,7 +388,7 @@ def recipes_table(names: tuple[str, ...] = paper.TABLE1_MODELS, columns: tuple[s
     for name in names:
         for recipe, model in (("paper (L-BFGS)", name), ("modern (Adam)", f"{name}-modern")):
             record = zoo.record(model)
-            iterations, converged, grad = _lbfgs_summary(record["history"])
+            iterations, converged = _lbfgs_summary(record["history"])
             row = {"model": name, "recipe": recipe}
             for column in columns:
                 ours, theirs = record[column], reference[name][column]
@@ -425,7 +427,6 @@ def cross_model_table(rule: str, images: int | str = "all") -> pd.DataFrame:
 # The attack rule (attack.TARGET_RULES) that makes one example per image under each statistic: the mean
 # over the nine wrong labels is what a uniformly drawn wrong label gives on average.
 RULE_OF_STATISTIC = {"runner-up": "runner-up", "random": "random", "best": "best", "mean of nine": "random"}
-EVERY_IMAGES = 500  # the seeded subset attacked towards all nine wrong labels ("best", "mean of nine")
 
 
 def chosen_rule(images: int | str = "all") -> str:

@@ -144,14 +144,15 @@ def training_data(train_on: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _fit(s: ModelSpec, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss, *, desc: str,
-         progress: bool, on_epoch=None, max_iter: int | None = None, lr: float | None = None) -> list[dict]:
+         progress: bool, on_epoch=None, max_iter: int | None = None, epochs: int | None = None,
+         lr: float | None = None) -> list[dict]:
     """Train `model` on (images, labels) with the spec's recipe: full-batch L-BFGS (paper) or Adam (modern)."""
     if s.recipe == "paper":
         return fit_lbfgs(model, images, labels, loss, max_iter=max_iter or s.max_iter, dtype=getattr(torch, s.precision),
                          desc=desc, progress=progress, on_log=on_epoch)
     if s.recipe != "modern":
         raise ValueError(f"unknown recipe {s.recipe!r}: 'paper' or 'modern'")
-    return fit(model, images, labels, loss, epochs=s.epochs, batch_size=s.batch_size, lr=lr or s.lr,
+    return fit(model, images, labels, loss, epochs=epochs or s.epochs, batch_size=s.batch_size, lr=lr or s.lr,
                optimizer=s.optimizer, seed=s.seed, desc=desc, progress=progress, on_epoch=on_epoch)
 
 
@@ -173,12 +174,8 @@ def _train_autoencoder_classifier(s: ModelSpec, images: torch.Tensor, labels: to
             model, (decay, decay), s.decay
         )
 
-    if s.recipe == "paper":
-        ae_history = _fit(s, ae, images, labels, ae_loss, desc="AE400 autoencoder", progress=progress,
-                          max_iter=s.extra["ae_max_iter"])
-    else:
-        ae_history = fit(ae, images, labels, ae_loss, epochs=s.extra["ae_epochs"], batch_size=s.batch_size,
-                         lr=s.lr, seed=s.seed, desc="AE400 autoencoder", progress=progress)
+    ae_history = _fit(s, ae, images, labels, ae_loss, desc="AE400 autoencoder", progress=progress,
+                      max_iter=s.extra.get("ae_max_iter"), epochs=s.extra.get("ae_epochs"))
     model = encoder_classifier(ae)
     for p in model[:3].parameters():
         p.requires_grad_(False)
