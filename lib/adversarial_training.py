@@ -14,8 +14,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from . import attack
+from . import attack, paper
 from .attack import runner_up
+from .findings import Finding
 
 CHEAP_ATTACK = {"c_steps": 4, "max_iter": 30, "refine": False}  # a few c values, short L-BFGS runs
 
@@ -121,3 +122,23 @@ def pool_loss(pool: AdversarialPool, penalty=None, weight: float = 1.0):
                 value = value + weight * F.cross_entropy(upper(ph.view(len(ph), 1, 1, -1)), py)
         return value + penalty(model) if penalty is not None else value
     return loss
+
+
+def findings(errors: dict[str, float]) -> list[Finding]:
+    """The paper's adversarial-training claims, from test error % per training method (the chapter's table)."""
+    needed = ("weight decay", "dropout", "adversarial pool", "adversarial pool + hidden layer")
+    missing = [m for m in needed if m not in errors]
+    if missing:
+        raise ValueError(f"no test error for {missing}; give one for each of {list(needed)}")
+    iclr = paper.ADVERSARIAL_TRAINING["iclr"]
+    pool, dropout, decay = errors["adversarial pool"], errors["dropout"], errors["weight decay"]
+    hidden = errors["adversarial pool + hidden layer"]
+    return [
+        Finding("adversarial pool < dropout < weight decay (test error)",
+                f"{iclr['adversarial pool']:g} < {iclr['dropout']:g} < {iclr['weight decay']:g} (ICLR)",
+                f"{pool:.2f}, {dropout:.2f}, {decay:.2f} (one seed each)", pool < dropout < decay),
+        Finding("the pool brings test error below 1.2%", f"< {iclr['adversarial pool']:g}%", f"{pool:.2f}%",
+                pool <= iclr["adversarial pool"]),
+        Finding("adversarial examples of a hidden layer help more than the input's", "higher layers 'more useful'",
+                f"{hidden:.2f}% with the hidden layer vs {pool:.2f}% without (one seed each)", hidden < pool),
+    ]

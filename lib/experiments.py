@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import attack, attack_reference, cache, data, models, paper, zoo
 from .train import classification_loss, error_rate, fit, predict
@@ -169,10 +169,3 @@ def noise_accuracy(names: tuple[str, ...] = ("softmax-1e-4", "N200-200-10"), std
                      "distortion": round(attack.distortion(x, noisy).mean().item(), 3),
                      "paper accuracy %": paper.FIGURE7["noise accuracy %"]})
     return pd.DataFrame(rows)
-
-
-def closest_noise_reading(frame: pd.DataFrame) -> str:
-    """Which row of `noise_accuracy` (clipped or not) has accuracies closest to the paper's 51%."""
-    accuracy = frame[[c for c in frame.columns if c.endswith("accuracy %") and not c.startswith("paper")]]
-    gap = (accuracy.sub(frame["paper accuracy %"], axis=0)).abs().mean(axis=1)
-    return str(frame.loc[gap.idxmin(), "noise"])

@@ -21,14 +21,18 @@ ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"  # 
 
 def alexnet_weights_path() -> Path:
     """Where torch hub caches the AlexNet weights (honours $TORCH_HOME)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_URL.rsplit("/", 1)[-1]
+    return Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_WEIGHTS_FILE
 
 
+ALEXNET_WEIGHTS_FILE = ALEXNET_URL.rsplit("/", 1)[-1]
+
+# Names the file relative to the torch hub cache, never by this machine's absolute path.
 ALEXNET_MISSING_NOTE = (
-    f"The pretrained AlexNet weights are not on this machine, so this table is not computed here. "
-    f"To see it, run this chapter in Colab (or anywhere with internet) after calling "
+    f"The pretrained AlexNet weights are not on this machine, so nothing that needs them is computed here. "
+    f"To get them, run this chapter in Colab (or anywhere with internet) after calling "
     f"`load_alexnet_pretrained(allow_download=True)`, or download {ALEXNET_URL} "
-    f"and put the file at {alexnet_weights_path()}."
+    f"and put it at checkpoints/{ALEXNET_WEIGHTS_FILE} in the torch hub cache (the folder "
+    f"`torch.hub.get_dir()` returns)."
 )
 
 

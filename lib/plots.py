@@ -1,47 +1,113 @@
-"""Figures: image grids, ours-vs-paper bars, heatmaps, sweep plots. They draw what they are given."""
+"""Figures: image grids, ours-vs-paper bars, heatmaps, sweep plots. They draw what they are given.
+
+Every figure is drawn for the book's content column, `PAGE_WIDTH_PX` wide: at most `MAX_WIDTH_IN`
+inches wide (at matplotlib's 100 dpi, about the column's width, so it is hardly scaled down) with text
+of at least `TICK_PT` points. `smallest_text` and `unlabelled_axes` check a figure against that.
+"""
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.axes import Axes
+from matplotlib.text import Text
+
+PAGE_WIDTH_PX = 688  # the book's content column
+INLINE_DPI = 100  # the dpi of a figure shown inline (matplotlib's default)
+MAX_WIDTH_IN = 7.5  # widest figure: 750 px at 100 dpi, shown at 92% on the page
+MIN_PT = 8  # the smallest text a reader should meet on the page, after the figure is scaled to fit
+TITLE_PT, TEXT_PT, TICK_PT = 11, 10, 9
+
+
+def smallest_text(fig: plt.Figure, dpi: float = INLINE_DPI, page_px: float = PAGE_WIDTH_PX) -> tuple[float, str]:
+    """(size in points, text) of the smallest visible text of `fig` once saved tight at `dpi` and shrunk to `page_px`.
+
+    Text of hidden axes (turned off or invisible) does not count. A figure narrower than the page is
+    not scaled (scale 1).
+    """
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    width_px = fig.get_tightbbox(renderer).width * dpi
+    scale = min(1.0, page_px / width_px)
+    hidden: set[int] = set()
+    for ax in fig.findobj(Axes):
+        if not ax.get_visible():
+            hidden |= {id(t) for t in ax.findobj(Text)}
+        elif not ax.axison:
+            hidden |= {id(t) for axis in (ax.xaxis, ax.yaxis) for t in axis.findobj(Text)}
+    texts = [t for t in fig.findobj(Text)
+             if t.get_visible() and t.get_text().strip() and id(t) not in hidden]
+    if not texts:
+        raise ValueError("the figure has no visible text")
+    smallest = min(texts, key=lambda t: t.get_fontsize())
+    return smallest.get_fontsize() * scale, smallest.get_text()
+
+
+def unlabelled_axes(fig: plt.Figure) -> list[str]:
+    """Titles (or positions) of the figure's plotting axes that lack an x or a y label.
+
+    Axes without ticks (images) and colour bars are not plotting axes.
+    """
+    missing = []
+    for k, ax in enumerate(fig.findobj(Axes)):
+        if not ax.get_visible() or not ax.axison or ax.get_label() == "<colorbar>":
+            continue
+        if not len(ax.get_xticks()) and not len(ax.get_yticks()):
+            continue
+        if not ax.get_xlabel().strip() or not ax.get_ylabel().strip():
+            missing.append(ax.get_title() or f"axes {k}")
+    return missing
+
+
+def _wrap(text: str, width_in: float, fontsize: float) -> str:
+    """`text` broken into lines that fit `width_in` inches at `fontsize` points (about 0.55 em a character)."""
+    return textwrap.fill(text, width=max(20, int(width_in * 72 / (0.55 * fontsize))))
 
 
 def image_grid(images: torch.Tensor, titles: Sequence[str] | None = None, ncols: int = 10,
                size: float = 1.1, cmap: str = "gray", vmin: float | None = 0.0, vmax: float | None = 1.0,
                suptitle: str | None = None) -> plt.Figure:
-    """A grid of [N,1,28,28] images with optional per-image titles."""
+    """A grid of [N,1,28,28] images with optional per-image titles.
+
+    `size` is each image's width in inches, reduced where `ncols` of them would be wider than `MAX_WIDTH_IN`.
+    """
     images = images.detach().cpu()
     n = len(images)
     nrows = max(1, -(-n // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size * 1.15), squeeze=False)
+    size = min(size, MAX_WIDTH_IN / ncols)
+    title_pt = TICK_PT if titles is not None else 0
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * (size + title_pt / 60)), squeeze=False,
+                             layout="constrained")
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
             ax.imshow(images[i].squeeze(0).numpy(), cmap=cmap, vmin=vmin, vmax=vmax)
             if titles is not None:
-                ax.set_title(titles[i], fontsize=8)
+                ax.set_title(titles[i], fontsize=TICK_PT)
     if suptitle:
-        fig.suptitle(suptitle)
-    fig.tight_layout()
+        fig.suptitle(_wrap(suptitle, ncols * size, TITLE_PT), fontsize=TITLE_PT)
     return fig
 
 
 def ours_vs_paper(labels: Sequence[str], ours: Sequence[float], paper: Sequence[float], ylabel: str,
                   title: str = "", log: bool = False) -> plt.Figure:
-    """Paired bars: our number beside the paper's for each label."""
+    """Paired bars: our number beside the paper's for each label (legend above the bars)."""
     x = np.arange(len(labels))
-    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(labels)), 3.2))
+    fig, ax = plt.subplots(figsize=(min(MAX_WIDTH_IN, max(5, 1.1 * len(labels))), 3.4), layout="constrained")
     ax.bar(x - 0.2, ours, 0.4, label="this book", color="tab:blue")
     ax.bar(x + 0.2, paper, 0.4, label="paper", color="tab:gray")
     ax.set_xticks(x, labels, rotation=20, ha="right")
-    ax.set_ylabel(ylabel)
+    ax.tick_params(labelsize=TICK_PT)
+    ax.set_ylabel(ylabel, fontsize=TEXT_PT)
+    ax.set_xlabel("model", fontsize=TEXT_PT)
     if log:
         ax.set_yscale("log")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
+    if title:
+        fig.suptitle(_wrap(title, MAX_WIDTH_IN, TITLE_PT), fontsize=TITLE_PT)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2, fontsize=TICK_PT, frameon=False)
     return fig
 
 
@@ -50,20 +116,24 @@ def attack_panel(x: torch.Tensor, x_adv: torch.Tensor, probs: torch.Tensor, labe
     """x, the perturbation r (magnified), x + r, and the class probabilities of x + r."""
     r = (x_adv - x).squeeze().detach()
     scale = magnify if magnify is not None else 0.5 / max(r.abs().max().item(), 1e-12)
-    fig, axes = plt.subplots(1, 4, figsize=(10, 2.6), gridspec_kw={"width_ratios": [1, 1, 1, 1.6]})
+    fig, axes = plt.subplots(1, 4, figsize=(MAX_WIDTH_IN, 2.7), gridspec_kw={"width_ratios": [1, 1, 1, 1.8]},
+                             layout="constrained")
     panels = [(x, f"x (label {label})", 0, 1, "gray"), (0.5 + scale * r, f"r x {scale:.0f} (+0.5)", 0, 1, "RdBu_r"),
               (x_adv, "x + r", 0, 1, "gray")]
     for ax, (img, name, lo, hi, cmap) in zip(axes, panels):
         ax.imshow(img.squeeze().detach().numpy(), cmap=cmap, vmin=lo, vmax=hi)
-        ax.set_title(name, fontsize=9)
+        ax.set_title(name, fontsize=TEXT_PT)
         ax.axis("off")
     colors = ["tab:green" if k == label else "tab:red" if k == target else "tab:gray" for k in range(len(probs))]
     axes[3].bar(range(len(probs)), probs.detach().numpy(), color=colors)
     axes[3].set_xticks(range(len(probs)))
     axes[3].set_ylim(0, 1)
-    axes[3].set_title("p(class | x + r): green label, red target", fontsize=9)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    axes[3].tick_params(labelsize=TICK_PT)
+    axes[3].set_title("p(class | x + r)", fontsize=TEXT_PT)
+    axes[3].set_xlabel("class (green: label, red: target)", fontsize=TICK_PT)
+    axes[3].set_ylabel("probability", fontsize=TICK_PT)
+    if title:
+        fig.suptitle(_wrap(title, MAX_WIDTH_IN, TITLE_PT), fontsize=TITLE_PT)
     return fig
 
 

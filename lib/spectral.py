@@ -6,18 +6,22 @@ in the Fourier domain, where the layer is block-diagonal (Sedghi, Gupta & Long 2
 three numbers per layer: the paper's FFT bound, an exact norm where one exists, and power iteration
 on the layer as torch actually runs it (zero padding, any stride).
 
+`findings` sets the paper's claims of Section 4.3 (Table 5) beside the chapter's results, with verdicts.
+
 Conventions: `weight` is [out, in, kh, kw] as in nn.Conv2d; `input_size` is n or (h, w); shapes
 passed to the model-level functions exclude the batch dimension, e.g. (1, 28, 28).
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from . import one_thread
+from . import one_thread, paper
+from .findings import Finding
 
 Size = int | Sequence[int]
 
@@ -294,3 +298,153 @@ def robustness_table(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: 
                    certified=radius, local_estimate=margin / slope, attack_norm=attack_norm,
                    secant_slope=margin / attack_norm)
     return pd.DataFrame({name: value.detach().cpu().numpy() for name, value in columns.items()})
+
+
+# ----------------------------------------------------------------------------------------------
+# What we found: the paper's claims of Section 4.3 (Table 5), each with a computed verdict
+# ----------------------------------------------------------------------------------------------
+
+TOLERANCE = 1e-5  # relative slack for float rounding when a norm is compared with its bound
+
+
+@dataclass(frozen=True)
+class StridedCheck:
+    """One strided convolution: its actual norm (power iteration) and `conv_upper_bound` (blocks scaled by 1/s).
+
+    The paper's formula scales every block by s^-2 instead, so taken literally it gives bound / s.
+    """
+    stride: int
+    actual_norm: float
+    bound: float
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stride, bool) or not isinstance(self.stride, int) or self.stride < 2:
+            raise ValueError(f"stride must be an int >= 2 (stride 1 has no aliasing), got {self.stride!r}")
+        for name in ("actual_norm", "bound"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be finite and positive, got {value!r}")
+
+    @property
+    def literal_bound(self) -> float:
+        """The paper's formula taken literally (s^-2 on every block): our bound divided by s."""
+        return self.bound / self.stride
+
+
+def _check_frames(frames: Mapping[str, object], columns: Sequence[str], what: str) -> None:
+    import pandas as pd
+
+    if not isinstance(frames, Mapping) or not frames:
+        raise ValueError(f"{what} must be a non-empty dict {{model name: DataFrame}}")
+    for name, frame in frames.items():
+        if not isinstance(frame, pd.DataFrame):
+            raise ValueError(f"{what}[{name!r}] must be a DataFrame, got {type(frame).__name__}")
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{what}[{name!r}] lacks the columns {missing}")
+
+
+def _table5_text() -> str:
+    values = ", ".join(f"{row['upper_bound']:g}" for row in paper.TABLE5)
+    verified = sum(bool(row["verified"]) for row in paper.TABLE5)
+    return f"AlexNet, Conv. 1-5 and FC 1-3: {values} ({verified} of {len(paper.TABLE5)} cells verified)"
+
+
+def findings(tables: Mapping[str, object], robust: Mapping[str, object], strided: StridedCheck,
+             pooling: Mapping[str, float], alexnet_bounds: Sequence[float] | None = None) -> list[Finding]:
+    """The claims of the paper's Section 4.3 that the chapter tests, each with a computed verdict.
+
+    tables: {model: `layer_bounds(model, ...)`}; robust: {model: `robustness_table(...)` rows (correct and
+    flipped by the attack)}, models among `tables`, whose global bound is the product of the
+    `paper_bound` column; strided: a strided convolution checked against its bound; pooling: {label:
+    Lipschitz factor} of max-pooling layers (e.g. `layer_bounds(nn.Sequential(pool), ...)`); alexnet_bounds:
+    our bounds of torchvision's AlexNet, Conv. 1-5 and FC 1-3 (None when its weights are absent).
+    """
+    _check_frames(tables, ("kind", "paper_bound", "power_norm"), "tables")
+    _check_frames(robust, ("certified", "attack_norm", "secant_slope"), "robust")
+    if not set(robust) <= set(tables):
+        raise ValueError(f"robust has models {sorted(set(robust) - set(tables))} that tables lack")
+    if not isinstance(strided, StridedCheck):
+        raise ValueError(f"strided must be a spectral.StridedCheck, got {type(strided).__name__}")
+    if not isinstance(pooling, Mapping) or not pooling:
+        raise ValueError("pooling must be a non-empty dict {label: Lipschitz factor}")
+    if not all(math.isfinite(v) and v > 0 for v in pooling.values()):
+        raise ValueError(f"pooling factors must be finite and positive, got {dict(pooling)}")
+    if alexnet_bounds is not None:
+        alexnet_bounds = [float(v) for v in alexnet_bounds]
+        if len(alexnet_bounds) != len(paper.TABLE5) or not all(math.isfinite(v) and v > 0 for v in alexnet_bounds):
+            raise ValueError(f"alexnet_bounds must be {len(paper.TABLE5)} positive numbers (Conv. 1-5, FC 1-3)")
+
+    import pandas as pd
+
+    linear = pd.concat([t[t["kind"].isin(["conv", "fc"])] for t in tables.values()])
+    if linear.empty:
+        raise ValueError("tables have no conv or fc layers")
+    ratio = linear["power_norm"] / linear["paper_bound"]
+    valid = bool((linear["power_norm"] <= linear["paper_bound"] * (1 + TOLERANCE)).all())
+    found = [Finding(
+        "Each linear layer's Lipschitz constant is at most its upper frame bound (operator norm; "
+        "for a convolution, the sup over frequencies)",
+        "Section 4.3: the instability of each layer is measured by the upper frame bound of its linear operator",
+        f"power iteration on the layer as run stays below the bound on {int((ratio <= 1 + TOLERANCE).sum())} of "
+        f"{len(linear)} conv/FC layers of {len(tables)} models (power / bound {ratio.min():.3f} to {ratio.max():.3f})",
+        valid)]
+
+    found.append(Finding(
+        "A strided convolution's norm is the sup of |A(xi)|, its blocks scaled by s^-2",
+        "Section 4.3's convolution formula, as the book reads it (the stored text lost its symbols)",
+        f"stride {strided.stride}: actual norm {strided.actual_norm:.3f}; the formula with s^-2 gives "
+        f"{strided.literal_bound:.3f}, with 1/s {strided.bound:.3f}",
+        strided.literal_bound >= strided.actual_norm * (1 - TOLERANCE),
+        "with s^-2 the formula falls below the actual norm, so it is no bound; 1/s makes it one"
+        if strided.literal_bound < strided.actual_norm * (1 - TOLERANCE) else ""))
+
+    over = {label: factor for label, factor in pooling.items() if factor > 1 + TOLERANCE}
+    found.append(Finding(
+        "Max-pooling layers are contractive", "\"The max-pooling layers are contractive\" (Section 4.3)",
+        "; ".join(f"{label}: factor {factor:.3g}" for label, factor in pooling.items()),
+        not over, "" if not over else "only with non-overlapping windows: where windows overlap "
+                                      f"({', '.join(over)}) one pixel can win several of them"))
+
+    if alexnet_bounds is None:
+        found.append(Finding("Table 5: AlexNet's per-layer upper bounds", _table5_text(), "–", None,
+                             "needs torchvision's pretrained AlexNet weights, which are not on this machine"))
+    else:
+        paper_values = [row["upper_bound"] for row in paper.TABLE5]
+        same_order = all(abs(math.log10(o / p)) < 1 for o, p in zip(alexnet_bounds, paper_values))
+        found.append(Finding(
+            "Table 5: AlexNet's per-layer upper bounds", _table5_text(),
+            "torchvision's AlexNet: " + ", ".join(f"{v:.3g}" for v in alexnet_bounds), same_order,
+            "a different AlexNet (other filter counts): the verdict compares orders of magnitude (within 10x), "
+            "not digits"))
+
+    if alexnet_bounds is not None:
+        first = {"torchvision AlexNet": alexnet_bounds[0]}
+        where = ""
+    else:
+        first = {name: float(t.loc[t["kind"].isin(["conv", "fc"]), "paper_bound"].iloc[0])
+                 for name, t in tables.items() if t["kind"].isin(["conv", "fc"]).any()}
+        where = "tested on our MNIST models' first layers (AlexNet's needs its weights)"
+    found.append(Finding(
+        "Instability can appear as soon as the first layer: its upper bound exceeds 1",
+        f"\"instabilities can appear as soon as in the first convolutional layer\" "
+        f"(Conv. 1 bound {paper.TABLE5[0]['upper_bound']:g}, unverified)",
+        "first-layer bound " + "; ".join(f"{name} {v:.3g}" for name, v in first.items()),
+        all(v > 1 for v in first.values()), where))
+
+    parts, holds = [], True
+    for name, ok in robust.items():
+        if ok.empty:
+            raise ValueError(f"robust[{name!r}] has no rows: no image to check the certificate on")
+        bound = math.sqrt(2) * global_upper_bound(tables[name])
+        inside = int((ok["certified"] <= ok["attack_norm"] * (1 + TOLERANCE)).sum())
+        slower = bool((ok["secant_slope"] <= bound * (1 + TOLERANCE)).all())
+        holds = holds and inside == len(ok) and slower
+        parts.append(f"{name}: certified radius <= attack's |r| on {inside} of {len(ok)} images, "
+                     f"median attack / certified {(ok['attack_norm'] / ok['certified']).median():.0f}x")
+    found.append(Finding(
+        "The product of the layer bounds bounds the whole network",
+        "Section 4.3: instability can be partly explained by the upper Lipschitz constants of the layers",
+        "; ".join(parts), holds,
+        "" if holds else "a perturbation smaller than the certified radius changed a prediction"))
+    return found

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import DATA_DIR, attack, one_thread, paper, setup_torch, zoo
 from .data import CACHE_DIR, atomic_write_bytes, load_mnist, subset_indices
+from .findings import Finding
 from .models import DECAY_READINGS, softmax_classifier, weight_decay_penalty
 from .train import LBFGS_CHANGE_TOL, LBFGS_GRAD_TOL, classification_loss, error_rate, fit_lbfgs
 
@@ -433,3 +434,72 @@ def chosen_rule(images: int | str = "all") -> str:
     """The attack rule of the reading that fits Table 1 best (`choose_target_reading` on the committed runs)."""
     statistic, _ = choose_target_reading(distortion_table(images, every_images=EVERY_IMAGES))
     return RULE_OF_STATISTIC[statistic]
+
+
+# ----------------------------------------------------------------------------------------------
+# What we found: the paper's claims of Table 1, verdicts computed
+# ----------------------------------------------------------------------------------------------
+
+
+def model_findings(recipes: pd.DataFrame, tolerance: float = 0.5) -> list[Finding]:
+    """One finding per paper-recipe model of `recipes_table`: its errors within `tolerance` pp of the paper's."""
+    rows = recipes[recipes["recipe"].str.startswith("paper")]
+    if rows.empty:
+        raise ValueError("no paper-recipe rows in the table: pass what recipes_table returns")
+    ours_columns = [c for c in rows.columns if c.endswith(" %") and not c.startswith("paper ")]
+    kinds = " / ".join(c.removesuffix(" error %") for c in ours_columns)
+    found = []
+    for (_, row), ok in zip(rows.iterrows(), within(rows, tolerance)):
+        label = {**paper.TABLE1, **paper.TABLE3}[row["model"]]["label"]
+        found.append(Finding(f"{label}: {kinds} error (%)",
+                             " / ".join(f"{row[f'paper {c}']:g}" for c in ours_columns),
+                             " / ".join(f"{row[c]:.2f}" for c in ours_columns), bool(ok),
+                             "" if ok else f"more than {tolerance:g} pp off"))
+    return found
+
+
+def distortion_findings(table: pd.DataFrame, statistic: str, aggregate: str, tolerance: float = 0.15,
+                        noise: pd.DataFrame | None = None, noise_tolerance: float = 10.0) -> list[Finding]:
+    """Table 1's distortion claims under one reading (`distortion_table` rows), and Figure 7's noise claim."""
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"unknown aggregate {aggregate!r}; valid: {', '.join(AGGREGATES)}")
+    rows = table[table["statistic"] == statistic].set_index("model")
+    if rows.empty:
+        raise ValueError(f"no rows for the statistic {statistic!r} in the table")
+    success = rows["success % (of correct)"]
+    found = [Finding("every training image has an adversarial example ('0% accuracy')", "100% of the training set",
+                     f"{success.min():g}% of the correctly classified images (least of {len(rows)} models)",
+                     bool((success == 100).all()))]
+    for name, row in rows.iterrows():
+        ratio = row[f"ratio {aggregate}"]
+        ok = abs(ratio - 1) <= tolerance
+        found.append(Finding(f"{paper.TABLE1[name]['label']}: minimal distortion", f"{row['paper']:g}",
+                             f"{row[aggregate]:.4f} ({statistic} target, {aggregate}; ratio {ratio:.2f})", bool(ok),
+                             f"within {100 * tolerance:.0f}%" if ok else f"not within {100 * tolerance:.0f}%"))
+    softmax = [m for m in paper.TABLE1_MODELS if m.startswith("softmax") and m in rows.index]
+    ours = rows.loc[softmax, aggregate]
+    found.append(Finding("stronger weight decay, larger minimal distortion (the three softmax models)",
+                         " < ".join(f"{paper.TABLE1[m]['distortion']:g}" for m in softmax),
+                         " < ".join(f"{v:.4f}" for v in ours) if ours.is_monotonic_increasing
+                         else ", ".join(f"{v:.4f}" for v in ours), bool(ours.is_monotonic_increasing)))
+    if noise is not None:
+        reading = closest_noise_reading(noise)
+        row = noise[noise["noise"] == reading].iloc[0]
+        accuracy = {c.removesuffix(" accuracy %"): row[c] for c in noise.columns
+                    if c.endswith(" accuracy %") and not c.startswith("paper")}
+        ok = all(abs(a - row["paper accuracy %"]) <= noise_tolerance for a in accuracy.values())
+        found.append(Finding(f"Gaussian noise of stddev {row['stddev']:g} leaves about half the images correct "
+                             "(Figure 7)", f"{row['paper accuracy %']:g}%",
+                             ", ".join(f"{m} {a:g}%" for m, a in accuracy.items()) + f" (noise {reading})", ok,
+                             f"every model within {noise_tolerance:g} pp" if ok
+                             else f"not every model within {noise_tolerance:g} pp"))
+    return found
+
+
+def closest_noise_reading(frame: pd.DataFrame) -> str:
+    """Which row of `experiments.noise_accuracy` (clipped or not) has accuracies closest to the paper's 51%."""
+    accuracy = frame[[c for c in frame.columns if c.endswith("accuracy %") and not c.startswith("paper")]]
+    if accuracy.empty:
+        raise ValueError("no accuracy columns in the noise table")
+    gap = (accuracy.sub(frame["paper accuracy %"], axis=0)).abs().mean(axis=1)
+    return str(frame.loc[gap.idxmin(), "noise"])

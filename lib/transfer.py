@@ -15,9 +15,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from pandas.io.formats.style import Styler
 from torch import Tensor, nn
 
-from . import attack, data, experiments, paper, zoo
+from . import attack, data, experiments, paper, plots, zoo
+from .findings import Finding
+from .tables import show
 
 Examples = Mapping[str, Mapping[str, Tensor]]
 
@@ -181,7 +184,19 @@ class TransferTable:
     @property
     def difference(self) -> pd.DataFrame:
         """Ours minus the paper's, cell by cell (percentage points; distortion in its own units)."""
-        return (self.ours - self.paper).round(2)
+        return (self.ours - self.paper).round(4) + 0.0  # + 0.0: no "-0" where a gap rounds to zero
+
+
+ROWS = "examples of, or noise"  # the heading of a transfer table's row names on the page
+
+
+def shown(frame: pd.DataFrame, rows: str = ROWS, digits: int = 4) -> Styler:
+    """A transfer-table frame for the page (`lib.tables.show`): row names as a first, left-aligned column headed
+    `rows`; text cells (such as `lib.report.beside`'s "book (paper)") right-aligned like the numbers."""
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"expected a pandas DataFrame, got {type(frame).__name__}")
+    return show(frame.rename_axis(rows), digits=digits, index=True).set_properties(
+        subset=[rows], **{"text-align": "left"})
 
 
 def adversarial_sets(names: Sequence[str], n: int, train: bool, seed: int = 0,
@@ -335,7 +350,7 @@ def orientation_check(table: "TransferTable", prefix: str = "adversarial ") -> d
 
 
 # ----------------------------------------------------------------------------------------------
-# The paper's qualitative claims, tested on a table's numbers
+# What we found: the paper's claims of Section 4.2, each a test on a table's numbers
 # ----------------------------------------------------------------------------------------------
 
 
@@ -357,78 +372,154 @@ def _above_noise(cells: pd.Series, noise: pd.Series) -> np.ndarray:
     return cells.values > noise.reindex(cells.index.get_level_values(1)).values
 
 
-def _claim_checks(t2: pd.DataFrame, t4: pd.DataFrame, noise2: Sequence[str], noise_matching: Sequence[str],
-                  noise_magnified: Sequence[str], pair: tuple[str, str]) -> list[tuple[str, str, str, bool]]:
-    """(claim, test, numbers, holds) for the frames of one side (ours or the paper's)."""
+UNCLIPPED = ", unclipped"
+
+
+def noise_words(row: str) -> str:
+    """A noise row's name in words: 'noise stddev 0.3, unclipped' -> 'unclipped noise of stddev 0.3'."""
+    kind = "unclipped" if row.endswith(UNCLIPPED) else "clipped"
+    base = row.removesuffix(UNCLIPPED)
+    if base == MATCHING_NOISE:
+        return f"{kind} noise of the examples' stddev"
+    return f"{kind} noise of stddev {paper_stddev(base):g}"
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The noise rows of Tables 2 and 4 that the claims compare with."""
+    noise2: list[str]  # Table 2's noise rows
+    noise_matching: list[str]  # Table 4's noise at the adversarial stddev (before its magnified rows)
+    noise_magnified: list[str]  # Table 4's noise at the magnified stddev (after them)
+
+
+def _rows(t2: TransferTable, t4: TransferTable) -> _Rows:
+    for name, table in (("t2", t2), ("t4", t4)):
+        if not isinstance(table, TransferTable):
+            raise TypeError(f"{name} must be a TransferTable (what table2/table4 return), got {type(table).__name__}")
+        if list(table.ours.index) != list(table.paper.index) or list(table.ours.columns) != list(table.paper.columns):
+            raise ValueError(f"{name}: the book's and the paper's frames must have the same rows and columns")
+    noise2 = [r for r in t2.ours.index if r.startswith("noise stddev")]
+    rows4 = list(t4.ours.index)
+    magnified_at = next((i for i, r in enumerate(rows4) if r.startswith("magnified ")), None)
+    if not noise2 or magnified_at is None:
+        raise ValueError("the claims need table2's noise rows and table4's magnified rows")
+    noise_matching = [r for r in rows4[:magnified_at] if r.startswith("noise")]
+    noise_magnified = [r for r in rows4[magnified_at:] if r.startswith("noise")]
+    if not noise_matching or not noise_magnified:
+        raise ValueError("the claims need table4's noise rows before and after its magnified rows")
+    if off_diagonal(t2.ours).empty or off_diagonal(t4.ours, "adversarial ").empty:
+        raise ValueError("the claims need table2's and table4's adversarial rows (one per column model)")
+    return _Rows(noise2, noise_matching, noise_magnified)
+
+
+def _checks(t2: pd.DataFrame, t4: pd.DataFrame, rows: _Rows, pair: tuple[str, str],
+            autoencoder: str) -> list[tuple[str, str, bool]]:
+    """(claim, the numbers it was decided on, holds) for the frames of one side (the book's or the paper's)."""
     models2 = [c for c in t2.columns if c != "distortion"]
     models4 = [c for c in t4.columns if c != "distortion"]
     cross = off_diagonal(t2)
     per_column = cross.groupby(level=1).mean().reindex(models2)
     checks = []
-    for row in noise2:
+    for row in rows.noise2:
         noise = t2.loc[row, models2]
-        above = _above_noise(cross, noise)
+        above = int((per_column > noise).sum())
         checks.append((
-            f"Table 2: adversarial examples transfer to other models far above {row}",
-            f"every column's mean transferred error > its error under {row}, and the overall mean >= 2x",
-            f"mean transferred error {cross.mean():.1f}% vs {noise.mean():.1f}%; columns above: "
-            f"{int((per_column > noise).sum())}/{len(models2)}; single cells above: {int(above.sum())}/{len(cross)}",
-            bool((per_column > noise).all() and cross.mean() >= 2 * noise.mean())))
+            f"Table 2: other models' examples fool each model more than {noise_words(row)} does "
+            "(every column; at least 2x overall)",
+            f"{cross.mean():.1f}% vs {noise.mean():.1f}% ({cross.mean() / max(noise.mean(), 1e-9):.1f}x); "
+            f"columns above: {above}/{len(models2)}",
+            bool(above == len(models2) and cross.mean() >= 2 * noise.mean())))
+
+    smallest = [r for r in rows.noise2 if paper_stddev(r.removesuffix(UNCLIPPED)) == min(
+        paper_stddev(n.removesuffix(UNCLIPPED)) for n in rows.noise2)]
+    ae, others = per_column[autoencoder], per_column.drop(autoencoder)
+    ae_noise = float(t2.loc[smallest, autoencoder].max())
+    checks.append((
+        f"Table 2: {autoencoder} resists the other models' examples best, yet not fully (above its error under "
+        f"noise of stddev {paper_stddev(smallest[0]):g})",
+        f"column means: {autoencoder} {ae:.1f}%, lowest other {others.idxmin()} {others.min():.1f}%; "
+        f"{autoencoder} under that noise: {ae_noise:.1f}%",
+        bool(ae < others.min() and ae > ae_noise)))
 
     cross4 = off_diagonal(t4, "adversarial ")
     same_data = pd.Series([t2.loc[pair[0], pair[1]], t2.loc[pair[1], pair[0]]])
     checks.append((
-        "Table 4: cross-training-set transfer is weaker than transfer between models trained on the same data",
-        f"mean of Table 4's off-diagonal < mean of Table 2's {pair[0]}<->{pair[1]} (same data, other width)",
-        f"Table 4 mean {cross4.mean():.1f}% vs Table 2 {pair[0]}<->{pair[1]} mean {same_data.mean():.1f}%",
-        bool(cross4.mean() < same_data.mean())))
+        f"Table 4: transfer across training sets is weaker than between {pair[0]} and {pair[1]} (same data, "
+        "other width)",
+        f"{cross4.mean():.1f}% vs {same_data.mean():.1f}%", bool(cross4.mean() < same_data.mean())))
     checks.append((
-        "Table 4: cross-training-set transfer is weaker (compared with all of Table 2)",
-        "mean of Table 4's off-diagonal < mean of Table 2's off-diagonal",
-        f"Table 4 mean {cross4.mean():.1f}% vs Table 2 mean {cross.mean():.1f}%", bool(cross4.mean() < cross.mean())))
-    for row in noise_matching:
+        "Table 4: transfer across training sets is weaker than Table 2's mean transfer",
+        f"{cross4.mean():.1f}% vs {cross.mean():.1f}%", bool(cross4.mean() < cross.mean())))
+    for row in rows.noise_matching:
         noise = t4.loc[row, models4]
         above = _above_noise(cross4, noise)
         checks.append((
-            f"Table 4: cross-training-set transfer is above noise ({row})",
-            "every off-diagonal cell > its column's error under that noise",
-            f"cells above: {int(above.sum())}/{len(above)}; smallest transfer {cross4.min():.1f}% vs noise "
-            f"{noise.max():.1f}% at most", bool(above.all())))
+            f"Table 4: every cross-training-set cell is above {noise_words(row)}",
+            f"cells above: {int(above.sum())}/{len(above)}; smallest {cross4.min():.1f}% vs noise at most "
+            f"{noise.max():.1f}%", bool(above.all())))
 
     magnified = off_diagonal(t4, "magnified ").reindex(cross4.index)
     raised = magnified.values > cross4.values
     checks.append((
-        "Table 4: magnification raises transfer", "every off-diagonal magnified cell > the unmagnified one",
+        "Table 4: magnifying the examples raises every cross-training-set cell",
         f"mean {cross4.mean():.1f}% -> {magnified.mean():.1f}%; cells raised: {int(raised.sum())}/{len(raised)}",
         bool(raised.all())))
-    for row in noise_magnified:
+    for row in rows.noise_magnified:
         noise = t4.loc[row, models4]
         above = _above_noise(magnified, noise)
         checks.append((
-            f"Table 4: magnified examples transfer above noise of their stddev ({row})",
-            "every off-diagonal magnified cell > its column's error under that noise",
+            f"Table 4: every magnified cross-training-set cell is above {noise_words(row)}",
             f"cells above: {int(above.sum())}/{len(above)}; mean {magnified.mean():.1f}% vs noise mean "
-            f"{noise.mean():.1f}%",
-            bool(above.all())))
+            f"{noise.mean():.1f}%", bool(above.all())))
     return checks
 
 
-def claims(t2: TransferTable, t4: TransferTable,
-           pair: tuple[str, str] = ("N100-100-10", "N200-200-10")) -> pd.DataFrame:
-    """Which of the paper's qualitative claims hold in our numbers, and (as a check of the test) in the paper's."""
-    noise2 = [r for r in t2.ours.index if r.startswith("noise stddev")]
-    rows4 = list(t4.ours.index)
-    magnified_at = next((i for i, r in enumerate(rows4) if r.startswith("magnified ")), None)
-    if not noise2 or magnified_at is None:
-        raise ValueError("claims needs table2's noise rows and table4's magnified rows")
-    noise_matching = [r for r in rows4[:magnified_at] if r.startswith("noise")]
-    noise_magnified = [r for r in rows4[magnified_at:] if r.startswith("noise")]
-    if not noise_matching or not noise_magnified:
-        raise ValueError("claims needs table4's noise rows before and after its magnified rows")
-    ours = _claim_checks(t2.ours, t4.ours, noise2, noise_matching, noise_magnified, pair)
-    theirs = _claim_checks(t2.paper, t4.paper, noise2, noise_matching, noise_magnified, pair)
-    return pd.DataFrame([{"claim": c, "test": t, "ours": n, "holds (ours)": h, "paper's numbers": pn,
-                          "holds (paper's numbers)": ph} for (c, t, n, h), (_, _, pn, ph) in zip(ours, theirs)])
+def _sweep_finding(sweep: pd.DataFrame) -> Finding:
+    """At equal size: the other models' rescaled adversarial perturbations vs Gaussian noise, clipped and not."""
+    if not isinstance(sweep, pd.DataFrame):
+        raise TypeError(f"sweep must be the DataFrame that `sweep` returns, got {type(sweep).__name__}")
+    missing = {"model", "stddev", "perturbation", "error %"} - set(sweep.columns)
+    if missing:
+        raise ValueError(f"the sweep lacks the columns {sorted(missing)}")
+    kinds = {OTHERS, NOISE, NOISE_UNCLIPPED}
+    if not kinds <= set(sweep["perturbation"]):
+        raise ValueError(f"the sweep needs the perturbations {sorted(kinds)}, has {sorted(set(sweep['perturbation']))}")
+    part = sweep[sweep["perturbation"].isin(kinds)].pivot_table(index=["model", "stddev"], columns="perturbation",
+                                                                 values="error %")
+    part = part.dropna()
+    if part.empty:
+        raise ValueError("the sweep has no (model, stddev) with both noise and the other models' examples")
+    beats = (part[OTHERS] > part[NOISE]) & (part[OTHERS] > part[NOISE_UNCLIPPED])
+    stddevs = part.index.get_level_values("stddev")
+    return Finding(
+        "Equal size (the sweep): other models' perturbations, rescaled, fool each model more than Gaussian noise "
+        "of that stddev, clipped or not",
+        "not measured: Tables 2 and 4 compare at fixed stddevs",
+        f"{int(beats.sum())}/{len(beats)} (model, stddev) pairs, stddev {stddevs.min():g} to {stddevs.max():g}",
+        bool(beats.all()))
+
+
+def findings(t2: TransferTable, t4: TransferTable, sweep: pd.DataFrame | None = None,
+             pair: tuple[str, str] = ("N100-100-10", "N200-200-10"), autoencoder: str = "AE400-10") -> list[Finding]:
+    """One `Finding` per claim of Section 4.2 that Tables 2 and 4 (and optionally the noise sweep) test.
+
+    Each claim is a test on the book's numbers (`holds`); the same test runs on the paper's numbers
+    (`paper`), and a note says so where it fails there too, that is, where the test does not state what
+    the paper claims. `pair`: two Table 2 models trained on the same data (for "transfer across training
+    sets is weaker"); `autoencoder`: the Table 2 model the paper calls the most resilient.
+    """
+    rows = _rows(t2, t4)
+    for name in (*pair, autoencoder):
+        if name not in t2.ours.index or name not in t2.ours.columns:
+            raise ValueError(f"{name!r} is not a model of table2 (rows {list(t2.ours.index)})")
+    ours = _checks(t2.ours, t4.ours, rows, pair, autoencoder)
+    theirs = _checks(t2.paper, t4.paper, rows, pair, autoencoder)
+    found = [Finding(claim, paper_numbers, our_numbers, holds,
+                     "" if paper_holds else "the same test fails on the paper's own numbers")
+             for (claim, our_numbers, holds), (_, paper_numbers, paper_holds) in zip(ours, theirs)]
+    if sweep is not None:
+        found.append(_sweep_finding(sweep))
+    return found
 
 
 # ----------------------------------------------------------------------------------------------
@@ -477,32 +568,42 @@ def sweep(examples: Examples, models: Mapping[str, nn.Module], stddevs: Sequence
 
 
 # ----------------------------------------------------------------------------------------------
-# Figures
+# Figures (drawn for a page column of `plots.PAGE_WIDTH_PX`: at most `plots.MAX_WIDTH_IN` wide, text >= 9 pt)
 # ----------------------------------------------------------------------------------------------
 
 
 def heatmaps(table: TransferTable, title: str) -> plt.Figure:
-    """Our transfer table and the paper's as two heatmaps on one colour scale (0-100% error)."""
+    """Our transfer table above the paper's, one heatmap each on one colour scale (0-100% error), cells in %.
+
+    Each row label carries that side's distortion (adversarial rows) or stated stddev (noise rows).
+    """
     import seaborn as sns
 
     columns = [c for c in table.ours.columns if c != "distortion"]
-    labels = [f"{r} ({d:.3f} / {p:.3f})" for r, d, p in
-              zip(table.ours.index, table.ours["distortion"], table.paper["distortion"])]
-    width = 0.07 * max(len(label) for label in labels) + 2.4 * len(columns) + 1.5
-    fig, axes = plt.subplots(1, 2, figsize=(width, 0.42 * len(labels) + 2.4),
-                             gridspec_kw={"width_ratios": [1, 1.2]})
+    rows = len(table.ours)
+    width = plots.MAX_WIDTH_IN
+    fig, axes = plt.subplots(2, 1, figsize=(width, 2 * (0.3 * rows + 1.6) + 0.4), layout="constrained")
     for ax, (who, frame) in zip(axes, (("this book", table.ours), ("the paper", table.paper))):
+        labels = [f"{row} ({d:.3g})" for row, d in zip(frame.index, frame["distortion"])]
         sns.heatmap(frame[columns].set_axis(labels), ax=ax, vmin=0, vmax=100, cmap="viridis", annot=True,
-                    fmt=".1f", cbar=who == "the paper", cbar_kws={"label": "error %"}, annot_kws={"fontsize": 8},
-                    yticklabels=who == "this book")
-        ax.set_title(who)
-        ax.set_xlabel("model the examples are fed to")
-        ax.tick_params(axis="x", rotation=30)
-        for label in ax.get_xticklabels():
-            label.set_ha("right")
-    axes[0].set_ylabel("rows (distortion or stddev: ours / the paper's)")
-    fig.suptitle(title)
-    fig.tight_layout()
+                    fmt=".0f", annot_kws={"fontsize": plots.TEXT_PT}, linewidths=0.5,
+                    cbar_kws={"label": "error %", "pad": 0.02})
+        ax.set_title(who, fontsize=plots.TEXT_PT)
+        ax.set_xlabel("model the examples are fed to", fontsize=plots.TEXT_PT)
+        ax.set_ylabel("examples made on, or noise\n(distortion or stddev)", fontsize=plots.TEXT_PT)
+        ax.tick_params(labelsize=plots.TICK_PT)
+        ax.tick_params(axis="x", rotation=0)
+        ax.tick_params(axis="y", rotation=0)
+        ax.collections[0].colorbar.ax.tick_params(labelsize=plots.TICK_PT)
+        ax.collections[0].colorbar.ax.yaxis.label.set_fontsize(plots.TEXT_PT)
+    fig.suptitle(title, fontsize=plots.TITLE_PT)
+    fig.canvas.draw()  # lay out, then slant the column names where they would run into each other
+    for ax in axes:
+        boxes = [label.get_window_extent() for label in ax.get_xticklabels()]
+        if any(a.x1 + 4 > b.x0 for a, b in zip(boxes, boxes[1:])):
+            ax.tick_params(axis="x", rotation=25)
+            for label in ax.get_xticklabels():
+                label.set_ha("right")
     return fig
 
 
@@ -510,36 +611,42 @@ PERTURBATION_STYLE = {NOISE: ("tab:gray", "o", "-"), NOISE_UNCLIPPED: ("black", 
                       OWN: ("tab:red", "s", "-"), OTHERS: ("tab:blue", "^", "-")}
 
 
-def sweep_figure(frame: pd.DataFrame, ncols: int = 3) -> plt.Figure:
-    """Error vs stddev for each model: noise, own and other models' rescaled adversarial perturbations."""
+def sweep_figure(frame: pd.DataFrame, ncols: int = 2, title: str | None = None) -> plt.Figure:
+    """Error vs stddev for each model: noise, own and other models' rescaled adversarial perturbations.
+
+    One panel per model (`ncols` to a row), each with its axis labels; the legend sits below the panels.
+    """
     if frame.empty:
         raise ValueError("the sweep is empty")
     names = list(dict.fromkeys(frame["model"]))
     nrows = -(-len(names) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3 * nrows), squeeze=False, sharex=True, sharey=True)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(plots.MAX_WIDTH_IN, 2.5 * nrows + 1.0), squeeze=False,
+                             sharex=True, sharey=True, layout="constrained")
     for ax, name in zip(axes.flat, names):
         for kind, (colour, marker, line) in PERTURBATION_STYLE.items():
             part = frame[(frame["model"] == name) & (frame["perturbation"] == kind)]
             if len(part):
                 ax.plot(part["stddev"], part["error %"], marker=marker, color=colour, ls=line, label=kind, ms=4)
         ax.set_xscale("log")
-        ax.set_title(name, fontsize=10)
+        ax.set_ylim(-3, 103)
+        ax.set_title(name, fontsize=plots.TEXT_PT)
+        ax.set_xlabel("stddev (before clipping)", fontsize=plots.TEXT_PT)
+        ax.set_ylabel("error %", fontsize=plots.TEXT_PT)
+        ax.tick_params(labelsize=plots.TICK_PT, labelbottom=True, labelleft=True)
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(names):]:
-        ax.axis("off")
-    for ax in axes[-1]:
-        ax.set_xlabel("stddev of the perturbation (before clipping)")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("error %")
-    axes.flat[0].legend(fontsize=8)
-    fig.tight_layout()
+        ax.remove()
+    if title:
+        fig.suptitle(title, fontsize=plots.TITLE_PT)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=plots.TICK_PT, frameon=False)
     return fig
 
 
 def noise_panel(examples: Examples, frame: pd.DataFrame, stddev: float, source: str, n_images: int = 6,
                 seed: int = 0) -> plt.Figure:
-    """For one stddev: sample images clean / with noise / with `source`'s adversarial perturbation rescaled,
-    and each model's error under both (read from a `sweep` frame)."""
+    """For one stddev: sample images clean / with noise / with `source`'s adversarial perturbation rescaled
+    (above), and each model's error under every perturbation of a `sweep` frame (below, legend under it)."""
     stddev = _check_stddev(stddev)
     if source not in examples:
         raise ValueError(f"source {source!r} is not among the examples: {list(examples)}")
@@ -551,28 +658,32 @@ def noise_panel(examples: Examples, frame: pd.DataFrame, stddev: float, source: 
     x = ex["x"][ok][:n_images]
     noisy, _ = data.gaussian_noise(x, stddev, seed=seed)
     scaled = magnify(x, ex["x_adv"][ok][:n_images], stddev)
-    fig = plt.figure(figsize=(12, 4.2))
-    left, right = fig.subfigures(1, 2, width_ratios=[1.1, 1])
-    axes = left.subplots(3, len(x), squeeze=False)
-    for row, (label, images) in enumerate((("clean", x), (f"noise {stddev:g}", noisy),
-                                           (f"{source}\nadversarial, {stddev:g}", scaled))):
+    names = list(dict.fromkeys(part["model"]))
+    # drawn for a slider (72 dpi, shown unscaled up to the page width): larger than an inline figure
+    text, small = plots.TEXT_PT + 2, plots.TICK_PT + 2
+    fig = plt.figure(figsize=(1.4 * len(x) + 1.4, 4.4 + 0.5 * len(names) + 1.6), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[4.4, 0.5 * len(names) + 1.6])
+    axes = top.subplots(3, len(x), squeeze=False)
+    for row, (label, images) in enumerate((("clean", x), (f"noise\n{stddev:g}", noisy),
+                                           (f"{source}\nadv., {stddev:g}", scaled))):
         for i, ax in enumerate(axes[row]):
             ax.imshow(images[i, 0].numpy(), cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([]), ax.set_yticks([])
-        axes[row, 0].set_ylabel(label, fontsize=8)
-    left.suptitle("sample images", fontsize=10)
-    ax = right.subplots()
-    names = list(dict.fromkeys(part["model"]))
+        axes[row, 0].set_ylabel(label, fontsize=small)
+    top.suptitle(f"clean; Gaussian noise; {source}'s adversarial perturbation\n(both of stddev {stddev:g} before "
+                 "clipping)", fontsize=small)
+    ax = bottom.subplots()
     width = 0.8 / len(PERTURBATION_STYLE)
     for k, (kind, (colour, _, _)) in enumerate(PERTURBATION_STYLE.items()):
         values = part[part["perturbation"] == kind].set_index("model")["error %"].reindex(names)
         ax.barh(np.arange(len(names)) + (k - (len(PERTURBATION_STYLE) - 1) / 2) * width, values, width,
                 color=colour, label=kind)
-    ax.set_yticks(np.arange(len(names)), names, fontsize=8)
+    ax.set_yticks(np.arange(len(names)), names)
+    ax.tick_params(labelsize=small)
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
-    ax.set_xlabel("error %")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
-    ax.set_title(f"each model's error at stddev {stddev:g} (before clipping)", fontsize=10)
-    right.subplots_adjust(left=0.3, bottom=0.3)
+    ax.set_xlabel("error % at this stddev", fontsize=text)
+    ax.set_ylabel("model", fontsize=text)
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=small, loc="outside lower center", ncols=2,
+               frameon=False)
     return fig

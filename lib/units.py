@@ -8,12 +8,15 @@ that a random unit-norm direction v gives images just as "semantically" alike (F
   top-k set measured *outside* the inspected layer (labels, and another model's features);
 - `permutation_test`, `cohens_d`, `bootstrap_mean_diff_ci`, `compare`: units vs directions vs chance;
 - `feature_extractor`, `train_binary_probe`, `compose`: Figure 6's analog, a binary classifier on
-  frozen features, to be attacked with `lib.attack.lbfgs_attack`.
+  frozen features, to be attacked with `lib.attack.lbfgs_attack`;
+- `findings`: the paper's claims beside the chapter's results, each with a verdict computed here.
 """
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import matplotlib.pyplot as plt
@@ -22,6 +25,8 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from . import paper
+from .findings import Finding
 from .train import classification_loss, fit
 
 
@@ -303,12 +308,17 @@ def verdicts(table: pd.DataFrame, alpha: float = 0.05, negligible: float = 0.2) 
 
 
 def top_k_gallery(images: Tensor, rows: list[Tensor], row_labels: list[str], suptitle: str = "",
-                  size: float = 0.9) -> plt.Figure:
-    """Figures 1-2's layout: one row of top-k images [k] (indices into images [N,1,28,28]) per label."""
+                  size: float = 0.55, fontsize: float = 9) -> plt.Figure:
+    """Figures 1-2's layout: one row of top-k images [k] (indices into images [N,1,28,28]) per label.
+
+    The defaults keep ten images and their labels within a 7-inch page column at a legible font size.
+    """
     if len(rows) != len(row_labels) or not rows:
         raise ValueError("give one label per row, and at least one row")
     k = max(len(r) for r in rows)
-    fig, axes = plt.subplots(len(rows), k, figsize=(k * size + 1.6, len(rows) * size), squeeze=False)
+    title_height = 0.06 + 0.18 * (suptitle.count("\n") + 1) if suptitle else 0.0  # inches above the images
+    height = len(rows) * size + title_height
+    fig, axes = plt.subplots(len(rows), k, figsize=(k * size + 1.6, height), squeeze=False)
     for r, (indices, label) in enumerate(zip(rows, row_labels)):
         for c, ax in enumerate(axes[r]):
             ax.set_xticks([])
@@ -317,22 +327,28 @@ def top_k_gallery(images: Tensor, rows: list[Tensor], row_labels: list[str], sup
                 spine.set_visible(False)
             if c < len(indices):
                 ax.imshow(images[int(indices[c])].squeeze(0).numpy(), cmap="gray", vmin=0, vmax=1)
-        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-    height = len(rows) * size
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=fontsize)
     if suptitle:
-        fig.suptitle(suptitle, fontsize=10)
-    fig.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.35 / height if suptitle else 1))
+        fig.suptitle(suptitle, fontsize=fontsize + 1)
+    fig.tight_layout(pad=0.3, h_pad=0.2, w_pad=0.2, rect=(0, 0, 1, 1 - title_height / height))
     return fig
 
 
+STATISTIC_LABELS = {"purity": "label purity", "cosine": "reference cosine"}
+
+
 def coherence_distributions(groups_by_layer: dict[str, dict[str, pd.DataFrame]],
-                            stats: tuple[str, ...] | None = None) -> plt.Figure:
-    """Histograms of each statistic (columns; default all) for each layer (rows), one colour per group."""
+                            stats: tuple[str, ...] | None = None, width: float = 6.9) -> plt.Figure:
+    """Histograms of each statistic (columns; default all) for each layer (rows), one colour per group.
+
+    Every panel has its axis labels; one legend for all panels sits above them, off the bars. `width`
+    (inches) is the page column's: the figure is drawn at its final size, so 8-9 pt text stays 8-9 pt.
+    """
     if not groups_by_layer:
         raise ValueError("no layers to plot")
     if stats is None:
         stats = tuple(next(iter(next(iter(groups_by_layer.values())).values())).columns)
-    fig, axes = plt.subplots(len(groups_by_layer), len(stats), figsize=(4.2 * len(stats), 2.3 * len(groups_by_layer)),
+    fig, axes = plt.subplots(len(groups_by_layer), len(stats), figsize=(width, 1.9 * len(groups_by_layer) + 0.5),
                              squeeze=False)
     colors = ["tab:blue", "tab:orange", "tab:gray", "tab:green"]
     for r, (layer, groups) in enumerate(groups_by_layer.items()):
@@ -341,11 +357,14 @@ def coherence_distributions(groups_by_layer: dict[str, dict[str, pd.DataFrame]],
             values = np.concatenate([g[stat].to_numpy() for g in groups.values()])
             bins = np.linspace(values.min(), values.max(), 25)
             for color, (name, g) in zip(colors, groups.items()):
-                ax.hist(g[stat], bins=bins, density=True, alpha=0.5, color=color,
-                        label=f"{name} (mean {g[stat].mean():.2f})")
-            ax.set_title(f"{layer}: {stat}", fontsize=9)
-            ax.legend(fontsize=7)
-    fig.tight_layout()
+                ax.hist(g[stat], bins=bins, density=True, alpha=0.5, color=color, label=name)
+            ax.set_title(layer, fontsize=8)
+            ax.set_xlabel(STATISTIC_LABELS.get(stat, stat.replace("cosine:", "cosine in ")), fontsize=8)
+            ax.set_ylabel("density", fontsize=8)
+            ax.tick_params(labelsize=8)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()), h_pad=0.6)
     return fig
 
 
@@ -390,3 +409,143 @@ def compose(extractor: nn.Sequential, head: nn.Module) -> nn.Sequential:
     if not isinstance(extractor, nn.Sequential) or not isinstance(head, nn.Module):
         raise ValueError("extractor must be an nn.Sequential and head an nn.Module")
     return nn.Sequential(*extractor, head).eval()
+
+
+# ----------------------------------------------------------------------------------------------
+# What we found: the paper's claims of Section 3 (and Figure 6), each with a computed verdict
+# ----------------------------------------------------------------------------------------------
+
+SEMANTIC_STATISTICS = ("purity", "cosine:N200")  # the label, and a supervised network's features
+TEST_COLUMNS = ("layer", "statistic", "a", "b", "diff", "ci_high", "cohens_d", "verdict")
+VERDICT_WORDS = ("a > b", "a < b", "no detectable difference")
+
+
+@dataclass(frozen=True)
+class ProbeAttack:
+    """Figure 6's analog in numbers: a box-constrained attack on a binary probe over frozen features.
+
+    Distortions are the paper's sqrt(sum r^2 / n). `mean_distortion` is over the successful attacks (NaN
+    when none succeeded); `reference_distortion` is the mean minimum distortion the end-to-end 10-class
+    model needs on the same images, the yardstick the chapter compares with.
+    """
+    attacked: int
+    succeeded: int
+    mean_distortion: float
+    reference_distortion: float
+
+    def __post_init__(self) -> None:
+        for name in ("attacked", "succeeded"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"{name} must be an int, got {value!r}")
+        if self.attacked < 1 or not 0 <= self.succeeded <= self.attacked:
+            raise ValueError(f"need 0 <= succeeded <= attacked and attacked >= 1, got {self.succeeded} "
+                             f"of {self.attacked}")
+        if self.succeeded and not (math.isfinite(self.mean_distortion) and self.mean_distortion >= 0):
+            raise ValueError(f"mean_distortion must be finite and >= 0, got {self.mean_distortion}")
+        if not (math.isfinite(self.reference_distortion) and self.reference_distortion > 0):
+            raise ValueError(f"reference_distortion must be finite and positive, got {self.reference_distortion}")
+
+
+def _check_tests(tests: pd.DataFrame, names: Sequence[str]) -> None:
+    """`tests` as `verdicts` returns it, with the groups `names` compared; else ValueError."""
+    if not isinstance(tests, pd.DataFrame):
+        raise ValueError(f"tests must be the DataFrame `verdicts` returns, got {type(tests).__name__}")
+    missing = [c for c in TEST_COLUMNS if c not in tests.columns]
+    if missing:
+        raise ValueError(f"tests lack the columns {missing} (pass the output of units.verdicts)")
+    unknown = set(tests["verdict"]) - set(VERDICT_WORDS)
+    if unknown:
+        raise ValueError(f"unknown verdicts {sorted(unknown)}; expected {VERDICT_WORDS}")
+    units_, directions, chance = names
+    for a, b in ((units_, directions), (units_, chance), (directions, chance)):
+        if not ((tests["a"] == a) & (tests["b"] == b)).any():
+            raise ValueError(f"tests have no comparison of {a!r} with {b!r}")
+
+
+def _above_chance(tests: pd.DataFrame, group: str, chance: str, claim: str, paper_text: str) -> Finding:
+    rows = tests[(tests["a"] == group) & (tests["b"] == chance)]
+    wins = int((rows["verdict"] == "a > b").sum())
+    ours = (f"more coherent than {chance} in {wins} of {len(rows)} tests "
+            f"(Cohen's d {rows['cohens_d'].min():.1f} to {rows['cohens_d'].max():.1f})")
+    losses = rows[rows["verdict"] != "a > b"]
+    note = "" if losses.empty else "not in: " + "; ".join(f"{r.layer} by {r.statistic}" for r in losses.itertuples())
+    return Finding(claim, paper_text, ours, wins == len(rows), note)
+
+
+def _units_vs_directions(rows: pd.DataFrame, claim: str, paper_text: str, extra: str = "") -> Finding:
+    better, worse = rows[rows["verdict"] == "a > b"], rows[rows["verdict"] == "a < b"]
+    same = len(rows) - len(better) - len(worse)
+    ours = (f"of {len(rows)} tests: units more coherent in {len(better)}, directions in {len(worse)}, "
+            f"no detectable difference in {same}{extra}")
+    note = ("" if better.empty else "units ahead in " +
+            "; ".join(f"{r.layer} by {r.statistic} (d = {r.cohens_d:+.2f})" for r in better.itertuples()))
+    return Finding(claim, paper_text, ours, better.empty, note)
+
+
+def findings(tests: pd.DataFrame, probe: ProbeAttack, semantic: Sequence[str] = SEMANTIC_STATISTICS,
+             names: Sequence[str] = ("units", "directions", "random sets"),
+             max_distortion: float | None = None) -> list[Finding]:
+    """The claims of the paper's Section 3 (and its Figure 6) that the chapter tests, each with a verdict.
+
+    tests: the table of `verdicts(coherence_comparisons(...))` over all layers (columns layer, statistic,
+    a, b, diff, ci_high, cohens_d, verdict), comparing the groups `names` = (units, random directions,
+    chance). semantic: the statistics that measure *semantic* likeness (label purity, a supervised
+    network's features); the others (e.g. an autoencoder's features) measure low-level likeness.
+    probe: the Figure 6 analog; its attack "holds" when it succeeds on every image with a mean distortion
+    at most `max_distortion` (default: the largest average distortion of the paper's Table 1, the scale
+    the paper shows as imperceptible on MNIST).
+    """
+    if len(names) != 3 or len(set(names)) != 3:
+        raise ValueError(f"names must be three distinct group names (units, directions, chance), got {names!r}")
+    _check_tests(tests, names)
+    if not isinstance(probe, ProbeAttack):
+        raise ValueError(f"probe must be a units.ProbeAttack, got {type(probe).__name__}")
+    semantic = tuple(semantic)
+    statistics = set(tests["statistic"])
+    if not semantic or not set(semantic) <= statistics:
+        raise ValueError(f"semantic statistics {semantic} must be among the tested ones {sorted(statistics)}")
+    if max_distortion is None:
+        max_distortion = max(row["distortion"] for row in paper.TABLE1.values())
+    units_, directions, chance = names
+    main = tests[(tests["a"] == units_) & (tests["b"] == directions)]
+    by_meaning = main[main["statistic"].isin(semantic)]
+    edge = by_meaning.loc[by_meaning["statistic"] == semantic[0], "ci_high"].max()
+
+    found = [
+        _above_chance(tests, units_, chance, "The top images of a single unit share semantic properties",
+                      "\"Images within each row share semantic properties\" (Figures 1 and 3, judged by eye)"),
+        _above_chance(tests, directions, chance, "The top images of a random direction do too",
+                      "\"images that maximize the activations in a random direction are also semantically "
+                      "related\" (Figures 2 and 4)"),
+        _units_vs_directions(
+            by_meaning, f"Units are no more semantically coherent than random directions "
+                        f"(scores: {', '.join(semantic)})",
+            "\"the natural basis is not better than a random basis for inspecting the properties of phi(x)\"",
+            extra=f"; the largest edge of units in {semantic[0]} any 95% interval allows: {edge:+.3f}"),
+    ]
+    low_level = main[~main["statistic"].isin(semantic)]
+    if len(low_level):
+        found.append(_units_vs_directions(
+            main, f"Units are no more coherent than random directions by any score, low-level ones included "
+                  f"({', '.join(dict.fromkeys(main['statistic']))})",
+            "\"no distinction between individual high level units and random linear combinations of high "
+            "level units\" (abstract)"))
+    found.append(Finding(
+        "The same holds for AlexNet on ImageNet", "Figures 3 and 4: rows of single units and of random "
+        "directions both look semantically alike", "–", None,
+        "needs pretrained AlexNet weights and ImageNet validation images, which the book does not ship"))
+    share = f"{probe.succeeded} of {probe.attacked}"
+    if probe.succeeded:
+        ours = (f"{share} attacks succeed, mean distortion {probe.mean_distortion:.3f} (the 10-class "
+                f"network's own minimum: {probe.reference_distortion:.3f})")
+        small = probe.mean_distortion <= max_distortion
+    else:
+        ours, small = f"{share} attacks succeed", False
+    found.append(Finding(
+        "A binary classifier on frozen features has imperceptible adversarial examples",
+        "Figure 6 (QuocNet, car vs not car): every shown car is no longer recognised after an "
+        "imperceptible change", ours, probe.succeeded == probe.attacked and small,
+        f"our MNIST analog: 'is it a 3?' on Conv's frozen features; imperceptible taken as a mean distortion "
+        f"<= {max_distortion:g}, the largest in the paper's Table 1"))
+    return found

@@ -1,54 +1,119 @@
-"""Sliders that redraw a figure, and that still draw their default figure where no widget front-end exists.
+"""Sliders that need no kernel: every frame drawn once, embedded, switched by the browser.
 
-A chapter calls `slider(draw, name=values, ...)`: the figure for the default values is drawn as an
-ordinary output (so the static HTML book and nbval show it), and, where ipywidgets is available, a
-set of sliders follows whose output area redraws `draw(**values)` when a slider moves.
+A chapter calls `slider(draw, name=values, ...)`. Every combination of the values (at most
+`MAX_FRAMES`) is drawn with `draw(**values)` and saved as a PNG; the output is one self-contained
+HTML block of range inputs and images whose inline handlers show the chosen frame. So the slider moves
+its figure in the static HTML book, in Jupyter and in Colab alike, with no widget front-end or kernel.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
+import html
+import io
+import itertools
+import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import matplotlib.pyplot as plt
-from IPython.display import display
+from IPython.display import HTML, display
+from tqdm import tqdm
+
+MAX_FRAMES = 64  # frames per slider: keeps a chapter page within a few MB
+DPI = 72
+
+# Row-major index of the chosen values (first slider slowest, as itertools.product), then show that frame.
+_ON_INPUT = ("const b=this.closest('.ipe-slider');let i=0;"
+             "b.querySelectorAll('input[type=range]').forEach(e=>{i=i*(+e.max+1)+(+e.value)});"
+             "b.querySelectorAll('img.ipe-frame').forEach((m,k)=>{m.style.display=k==i?'':'none'});"
+             "this.nextElementSibling.textContent=JSON.parse(this.dataset.values)[this.value];")
+
+
+def value_text(value: Any) -> str:
+    """How a slider value reads in a label and in a frame's alt text."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@dataclass(frozen=True)
+class Slider:
+    """Frames of `draw` over the grid of `choices` (row-major, first name slowest), as PNG bytes."""
+    choices: dict[str, list[Any]]
+    default: dict[str, Any]
+    frames: list[bytes]
+
+    def alt(self, values: dict[str, Any]) -> str:
+        """The alt text of the frame for `values`: 'name = value' for each slider."""
+        return ", ".join(f"{name} = {value_text(values[name])}" for name in self.choices)
+
+    def index(self, values: dict[str, Any]) -> int:
+        """Position in `frames` of the frame for `values`."""
+        i = 0
+        for name, options in self.choices.items():
+            i = i * len(options) + options.index(values[name])
+        return i
+
+    def _repr_html_(self) -> str:
+        uid = hashlib.sha1(b"".join(self.frames)).hexdigest()[:12]
+        rows = []
+        for name, options in self.choices.items():
+            labels = [value_text(v) for v in options]
+            position = options.index(self.default[name])
+            rows.append(
+                f'<div><label style="display:inline-block;min-width:9em">{html.escape(name)}</label>'
+                f'<input type="range" min="0" max="{len(options) - 1}" step="1" value="{position}" '
+                f'aria-label="{html.escape(name)}" data-name="{html.escape(name)}" '
+                f'data-values="{html.escape(json.dumps(labels))}" oninput="{html.escape(_ON_INPUT)}" '
+                f'style="width:min(60%,24em);vertical-align:middle"> '
+                f'<output style="font-family:monospace">{html.escape(labels[position])}</output></div>')
+        shown = self.index(self.default)
+        images = []
+        for k, (frame, combo) in enumerate(zip(self.frames, itertools.product(*self.choices.values()))):
+            alt = html.escape(self.alt(dict(zip(self.choices, combo))))
+            data = base64.b64encode(frame).decode("ascii")
+            images.append(f'<img class="ipe-frame" alt="{alt}" src="data:image/png;base64,{data}" '
+                          f'style="max-width:100%{"" if k == shown else ";display:none"}">')
+        return (f'<div class="ipe-slider" id="ipe-slider-{uid}">{"".join(rows)}'
+                f'<div>{"".join(images)}</div></div>')
+
+
+def frames(draw: Callable[..., plt.Figure], defaults: dict[str, Any] | None = None, *,
+           max_frames: int = MAX_FRAMES, dpi: int = DPI, **choices: Sequence[Any]) -> Slider:
+    """Draw `draw(**values)` for every combination of `choices`; `defaults` picks the frame shown first."""
+    if not choices:
+        raise ValueError("give at least one keyword with the values to choose from")
+    grid = {name: list(values) for name, values in choices.items()}
+    for name, values in grid.items():
+        if not values:
+            raise ValueError(f"no values to choose from for {name!r}")
+        if len({value_text(v) for v in values}) < len(values):
+            raise ValueError(f"the values for {name!r} repeat (as labels): {values}")
+    n_frames = 1
+    for values in grid.values():
+        n_frames *= len(values)
+    if n_frames > max_frames:
+        sizes = " x ".join(f"{len(v)} {name}" for name, v in grid.items())
+        raise ValueError(f"{sizes} = {n_frames} frames, more than {max_frames}: choose fewer values")
+    default = dict(defaults or {})
+    unknown = set(default) - set(grid)
+    if unknown:
+        raise ValueError(f"defaults for names that have no slider: {sorted(unknown)}")
+    for name, values in grid.items():
+        if name in default and default[name] not in values:
+            raise ValueError(f"default {default[name]!r} for {name!r} is not among its values {values}")
+        default.setdefault(name, values[len(values) // 2])
+    pngs = []
+    for combo in tqdm(list(itertools.product(*grid.values())), desc="slider frames", leave=False):
+        figure = draw(**dict(zip(grid, combo)))
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+        plt.close(figure)
+        pngs.append(buffer.getvalue())
+    return Slider(grid, default, pngs)
 
 
 def slider(draw: Callable[..., plt.Figure], defaults: dict[str, Any] | None = None,
            **choices: Sequence[Any]) -> None:
-    """Draw `draw(**defaults)` now, then offer one selection slider per keyword to redraw it."""
-    if not choices:
-        raise ValueError("give at least one keyword with the values to choose from")
-    defaults = dict(defaults or {})
-    for name, values in choices.items():
-        values = list(values)
-        if not values:
-            raise ValueError(f"no values to choose from for {name!r}")
-        if name in defaults and defaults[name] not in values:
-            raise ValueError(f"default {defaults[name]!r} for {name!r} is not among its values")
-        defaults.setdefault(name, values[len(values) // 2])
-    fig = draw(**defaults)
-    display(fig)
-    plt.close(fig)
-    try:
-        import ipywidgets as w
-    except ImportError:  # static use: the default figure above is all there is
-        return
-    controls = {
-        name: w.SelectionSlider(options=list(values), value=defaults[name], description=name,
-                                continuous_update=False, style={"description_width": "initial"},
-                                layout=w.Layout(width="60%"))
-        for name, values in choices.items()
-    }
-    out = w.Output()
-
-    def redraw(**values: Any) -> None:
-        with out:
-            out.clear_output(wait=True)
-            figure = draw(**values)
-            display(figure)
-            plt.close(figure)
-
-    for control in controls.values():
-        control.observe(lambda _change: redraw(**{n: c.value for n, c in controls.items()}), names="value")
-    display(w.VBox([w.HTML("<i>Move a slider to redraw the figure above with other values.</i>"),
-                    *controls.values(), out]))
+    """Show sliders over `choices` that switch between pre-drawn figures of `draw` (no kernel needed)."""
+    display(HTML(frames(draw, defaults, **choices)._repr_html_()))

@@ -16,8 +16,6 @@ if root is None and "google.colab" in sys.modules:
     requirements = root / "requirements-colab.txt"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", str(requirements)], check=True)
     os.chdir(root / "chapters")
-    from google.colab import output
-    output.enable_custom_widget_manager()  # Colab's front-end for the chapters' sliders
 if root is None:
     raise RuntimeError("run this notebook inside the book's repository (the folder that holds lib/) or in Colab")
 sys.path.insert(0, str(root))

@@ -82,3 +82,14 @@ def test_pool_training_lowers_adversarial_error(small_data):
     # c = 4 fools about half of the plain net's correctly classified test images.
     plain, pooled = adversarial_error(train(False), 4.0), adversarial_error(train(True), 4.0)
     assert pooled < 0.8 * plain, (plain, pooled)
+
+
+def test_findings_follow_the_errors():
+    from lib.adversarial_training import findings
+
+    ours = {"weight decay": 2.14, "dropout": 2.22, "adversarial pool": 3.11, "adversarial pool + hidden layer": 3.95}
+    assert [f.holds for f in findings(ours)] == [False, False, False]
+    better = {"weight decay": 1.6, "dropout": 1.3, "adversarial pool": 1.1, "adversarial pool + hidden layer": 1.0}
+    assert [f.holds for f in findings(better)] == [True, True, True]
+    with pytest.raises(ValueError, match="dropout"):
+        findings({"weight decay": 1.6})

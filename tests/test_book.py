@@ -4,8 +4,9 @@ Builds the book with `jupyter-book build . -W` unless `_build/html` is newer tha
 chapters, pages, `_config.yml`, `_toc.yml`, `_vendor/`); jupyter-cache makes a rebuild fast. Then serves
 `_build/html` on 127.0.0.1 (BOOK_TEST_NO_BUILD=1: test `_build/html` as it is, no build) and, for each page of `_toc.yml`, checks: no failed request, no request to
 any host but this machine (they are blocked and reported), no page error, every image loaded, the math
-typeset by the book's own MathJax, and every ipywidget rendered by the book's own embedder on pages
-whose notebook makes widgets. A full-page screenshot of each page goes to `_build/screenshots/`.
+typeset by the book's own MathJax, every ipywidget rendered by the book's own embedder on pages whose
+notebook makes widgets, and no table wider than the text column. Full-page screenshots of each page at
+1280 and 390 px go to `_build/screenshots/`. And on every page, every slider moves its figure.
 
 Needs Debian's Chromium (/usr/bin/chromium) and Playwright for Python: `make browser-deps`, i.e.
 `apt-get install chromium` and `pip install playwright` (never `playwright install`: it downloads a browser).
@@ -16,14 +17,19 @@ import functools
 import http.server
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from base64 import b64decode
+from io import BytesIO
 from urllib.parse import urlsplit
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
@@ -74,14 +80,23 @@ def colab_link(page: str) -> str:
     return f"{colab}/github/{github}/blob/{repository['branch']}/{book + '/' if book else ''}{page}.ipynb"
 
 
-def makes_widgets(page: str) -> bool:
-    """Whether the page's notebook has a code cell that builds ipywidgets (a `slider(` call or `ipywidgets`)."""
+def notebook_code(page: str) -> str:
+    """The code cells of a page's notebook, joined ('' for a Markdown page)."""
     path = source_of(page)
     if path.suffix != ".ipynb":
-        return False
+        return ""
     cells = json.loads(path.read_text())["cells"]
-    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
-    return "slider(" in code or "import ipywidgets" in code
+    return "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+
+
+def makes_widgets(page: str) -> bool:
+    """Whether the page's notebook builds ipywidgets itself (its sliders are lib.widgets' HTML, not widgets)."""
+    return "import ipywidgets" in notebook_code(page)
+
+
+def slider_calls(page: str) -> int:
+    """How many `lib.widgets.slider(` calls the page's notebook makes."""
+    return notebook_code(page).count("widgets.slider(")
 
 
 def newest_source_mtime() -> float:
@@ -217,9 +232,79 @@ def test_page_renders_offline(page: str, server: str, browser) -> None:
             colab = colab_link(page)
             assert tab.locator(f'a[href="{colab}"]').count() > 0, f"{page}: no Open-in-Colab link to {colab}"
 
+        # tables: none wider than the text column (a reader at 1280 px never scrolls sideways in a table)
+        too_wide = tab.evaluate("""() => { const main = document.querySelector('article.bd-article') || document.querySelector('article') || document.querySelector('main');
+            const width = main.getBoundingClientRect().width;
+            return Array.from(main.querySelectorAll('table')).filter(t => t.getBoundingClientRect().width > width + 1)
+                .map(t => (t.querySelector('th, td') || t).textContent.trim().slice(0, 40) + ` (${Math.round(t.getBoundingClientRect().width)} px)`); }""")
+        assert not too_wide, f"{page}: tables wider than the text column at 1280 px: {too_wide}"
+
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         tab.screenshot(path=str(SCREENSHOTS / f"{page.replace('/', '__')}.png"), full_page=True)
+        tab.set_viewport_size({"width": 390, "height": 844})  # a phone: the second screenshot of the review
+        tab.screenshot(path=str(SCREENSHOTS / f"{page.replace('/', '__')}-390px.png"), full_page=True)
         tab.wait_for_load_state("networkidle", timeout=30_000)
     finally:
         context.close()
     assert not problems, f"{page}:\n" + "\n".join(problems)
+
+
+def _pixels(src: str) -> np.ndarray:
+    """The pixels of a data:image/png frame."""
+    return np.asarray(Image.open(BytesIO(b64decode(src.removeprefix("data:image/png;base64,")))).convert("RGB"))
+
+
+@pytest.mark.parametrize("page", [p for p in toc_pages() if slider_calls(p)])
+def test_sliders_move_their_figures(page: str, server: str, browser) -> None:
+    """Every slider on the page, moved to three values (or all it has), shows that value's frame, and only it."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, service_workers="block")
+    context.route("**/*", lambda r: r.continue_() if is_local(r.request.url) else r.abort("blockedbyclient"))
+    tab = context.new_page()
+    try:
+        tab.goto(server + f"{page}.html", wait_until="load", timeout=60_000)
+        boxes = tab.locator(".ipe-slider")
+        assert boxes.count() == slider_calls(page), f"{page}: {boxes.count()} sliders for {slider_calls(page)} calls"
+        for b in range(boxes.count()):
+            box = boxes.nth(b)
+            inputs = box.locator("input[type=range]")
+            names = [inputs.nth(j).get_attribute("data-name") for j in range(inputs.count())]
+            labels = [json.loads(inputs.nth(j).get_attribute("data-values")) for j in range(inputs.count())]
+            for j, name in enumerate(names):
+                last = len(labels[j]) - 1
+                if last == 0:
+                    continue  # a single value: nothing to move
+                previous = None
+                for position in sorted({0, last // 2, last}, key=lambda p: p == int(inputs.nth(j).input_value())):
+                    inputs.nth(j).fill(str(position))
+                    shown = box.locator("img.ipe-frame:visible")
+                    assert shown.count() == 1, f"{page}: {shown.count()} frames shown after moving {name!r}"
+                    values = [labels[i][int(inputs.nth(i).input_value())] for i in range(len(names))]
+                    expected = ", ".join(f"{n} = {v}" for n, v in zip(names, values))
+                    assert shown.get_attribute("alt") == expected, f"{page}: {name!r} at {labels[j][position]!r}"
+                    readout = inputs.nth(j).locator("xpath=following-sibling::output")
+                    assert readout.text_content() == labels[j][position]
+                    pixels = _pixels(shown.get_attribute("src"))
+                    if previous is not None:
+                        assert previous.shape != pixels.shape or (previous != pixels).any(), \
+                            f"{page}: moving {name!r} to {labels[j][position]!r} left the figure's pixels unchanged"
+                    previous = pixels
+    finally:
+        context.close()
+
+
+PAGE_LIMIT = 6 * 2**20  # bytes: a chapter page with its images, sliders' frames included
+
+
+def page_weight(page: str) -> int:
+    """Bytes of a built page's HTML plus the image files it shows (its own, not the theme's scripts)."""
+    path = HTML / f"{page}.html"
+    text = path.read_text(errors="replace")
+    images = {(path.parent / src).resolve() for src in re.findall(r'<img[^>]+src="([^"#?:]+)"', text)}
+    return path.stat().st_size + sum(p.stat().st_size for p in images if p.is_file())
+
+
+@pytest.mark.parametrize("page", toc_pages())
+def test_page_weight(page: str, server: str) -> None:
+    """Every page, its figures and its sliders' frames included, stays within PAGE_LIMIT."""
+    weight = page_weight(page)
+    assert weight <= PAGE_LIMIT, f"{page}: {weight / 2**20:.1f} MB, more than {PAGE_LIMIT / 2**20:.0f} MB"

@@ -263,3 +263,88 @@ def test_robustness_table_rejects_mismatched_shapes():
         robustness_table(model, x, torch.zeros(5, dtype=torch.long), x[:4], 1.0)
     with pytest.raises(ValueError, match="do not match"):
         robustness_table(model, x, torch.zeros(4, dtype=torch.long), x, 1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# spectral.findings: each verdict follows its inputs
+# ----------------------------------------------------------------------------------------------
+
+from lib import paper, spectral  # noqa: E402
+
+
+def bounds_table(first=3.0, power_ratio=0.99):
+    """A layer_bounds-like table: conv (bound `first`), relu, fc (bound 2); global bound first * 2."""
+    import pandas as pd
+
+    return pd.DataFrame({"kind": ["conv", "nonlinearity", "fc"], "paper_bound": [first, 1.0, 2.0],
+                         "power_norm": [first * power_ratio, float("nan"), 2.0 * power_ratio]})
+
+
+def robust_table(certified=(0.01, 0.02), attack=(0.5, 0.6), secant=(1.0, 2.0)):
+    import pandas as pd
+
+    return pd.DataFrame({"certified": certified, "attack_norm": attack, "secant_slope": secant})
+
+
+def spectral_findings(tables=None, robust=None, strided=None, pooling=None, alexnet=None):
+    return spectral.findings(tables or {"M": bounds_table()}, robust or {"M": robust_table()},
+                             strided or spectral.StridedCheck(2, actual_norm=1.0, bound=1.5),
+                             pooling or {"2x2": 1.0}, alexnet)
+
+
+def test_spectral_findings_verdicts_on_hand_made_results():
+    found = spectral_findings()
+    assert [f.holds for f in found] == [True, False, True, None, True, True]
+    assert "2 of 2" in found[0].ours and "0.750" in found[1].ours  # literal s^-2: 1.5 / 2
+    assert found[3].note and found[3].paper.startswith("AlexNet")
+    verified = sum(row["verified"] for row in paper.TABLE5)
+    assert f"({verified} of {len(paper.TABLE5)} cells verified)" in found[3].paper
+
+
+def test_spectral_findings_each_verdict_flips():
+    assert spectral_findings(tables={"M": bounds_table(power_ratio=1.01)})[0].holds is False  # power above bound
+    assert spectral_findings(strided=spectral.StridedCheck(2, 1.0, 2.5))[1].holds is True  # 2.5 / 2 >= 1
+    overlapping = spectral_findings(pooling={"2x2": 1.0, "3x3 stride 2": 2.0})[2]
+    assert overlapping.holds is False and "3x3 stride 2" in overlapping.note
+    assert spectral_findings(tables={"M": bounds_table(first=0.8)})[4].holds is False  # first layer contracts
+    inside = spectral_findings(robust={"M": robust_table(certified=(0.01, 0.7))})[5]
+    assert inside.holds is False and "1 of 2" in inside.ours  # the attack beat the certificate: impossible
+    bound = math.sqrt(2) * 3.0 * 2.0
+    assert spectral_findings(robust={"M": robust_table(secant=(1.0, bound * 1.1))})[5].holds is False
+
+
+def test_spectral_findings_with_alexnet_bounds():
+    table5 = [row["upper_bound"] for row in paper.TABLE5]
+    same = spectral_findings(alexnet=[2 * v for v in table5])
+    assert same[3].holds is True and same[4].holds is (2 * table5[0] > 1)
+    far = spectral_findings(alexnet=[20 * table5[0]] + table5[1:])
+    assert far[3].holds is False
+    small_first = spectral_findings(alexnet=[0.5] + table5[1:])
+    assert small_first[4].holds is False and "torchvision AlexNet 0.5" in small_first[4].ours
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: spectral_findings(alexnet=[1.0, 2.0]), "alexnet_bounds"),
+    (lambda: spectral_findings(robust={"other": robust_table()}), "tables lack"),
+    (lambda: spectral_findings(tables={"M": bounds_table().drop(columns="power_norm")}), "columns"),
+    (lambda: spectral_findings(robust={"M": robust_table(certified=(), attack=(), secant=())}), "no rows"),
+    (lambda: spectral.findings({"M": bounds_table()}, {"M": robust_table()}, (2, 1.0, 1.5), {"p": 1.0}),
+     "StridedCheck"),
+    (lambda: spectral.findings({"M": bounds_table()}, {"M": robust_table()}, spectral.StridedCheck(2, 1.0, 1.5), {}),
+     "pooling"),
+    (lambda: spectral.StridedCheck(1, 1.0, 1.0), "stride"),
+    (lambda: spectral.StridedCheck(2, float("nan"), 1.0), "actual_norm"),
+])
+def test_spectral_findings_bad_input_says_what_is_wrong(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_alexnet_note_names_no_machine_path():
+    import re
+
+    note = imagenet.ALEXNET_MISSING_NOTE
+    assert str(imagenet.alexnet_weights_path()) not in note
+    assert torch.hub.get_dir() not in note
+    assert not re.search(r"(^|\s)(/|~)\w", note)  # no absolute or home-relative path
+    assert f"checkpoints/{imagenet.ALEXNET_WEIGHTS_FILE}" in note and "torch.hub.get_dir()" in note

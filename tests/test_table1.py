@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.optimize
 import torch
@@ -181,3 +182,47 @@ def test_distortion_table_aggregates_a_committed_run():
     assert row["mean (correct only)"] == pytest.approx(d[ok].mean().item(), abs=1e-4)
     assert row["pooled stddev"] == pytest.approx(d[ok].pow(2).mean().sqrt().item(), abs=1e-4)
     assert row["misclassified"] == int(run.misclassified.sum())
+
+
+def _distortion_rows(ratios: list[float], success: float = 100.0) -> pd.DataFrame:
+    rows = []
+    for name, ratio in zip(paper.TABLE1_MODELS, ratios):
+        ref = paper.TABLE1[name]["distortion"]
+        rows.append({"model": name, "statistic": "random", "success % (of correct)": success,
+                     "pooled stddev": ratio * ref, "paper": ref, "ratio pooled stddev": ratio})
+    return pd.DataFrame(rows)
+
+
+def test_distortion_findings_follow_the_numbers():
+    found = table1.distortion_findings(_distortion_rows([1.0, 1.1, 0.9, 1.0, 1.0, 1.0]), "random", "pooled stddev")
+    assert [f.holds for f in found] == [True] * 8
+    found = table1.distortion_findings(_distortion_rows([1.0, 1.2, 0.5, 1.0, 1.0, 1.0], success=99.9),
+                                       "random", "pooled stddev")
+    assert [f.holds for f in found] == [False, True, False, False, True, True, True, False]  # 0.12 > 0.07: not monotone
+    noise = pd.DataFrame({"noise": ["clipped to [0,1]", "not clipped"], "stddev": [1.0, 1.0],
+                          "a accuracy %": [55.0, 20.0], "b accuracy %": [45.0, 30.0], "paper accuracy %": [51.0, 51.0]})
+    assert table1.closest_noise_reading(noise) == "clipped to [0,1]"
+    assert table1.distortion_findings(_distortion_rows([1] * 6), "random", "pooled stddev", noise=noise)[-1].holds
+    noise.loc[0, "b accuracy %"] = 35.0
+    assert not table1.distortion_findings(_distortion_rows([1] * 6), "random", "pooled stddev", noise=noise)[-1].holds
+    with pytest.raises(ValueError, match="unknown aggregate"):
+        table1.distortion_findings(_distortion_rows([1] * 6), "random", "median")
+    with pytest.raises(ValueError, match="no rows"):
+        table1.distortion_findings(_distortion_rows([1] * 6), "best", "pooled stddev")
+
+
+def test_model_findings_use_the_paper_recipe_rows():
+    rows = pd.DataFrame([{"model": "softmax-1", "recipe": "paper (L-BFGS)", "train error %": 23.08,
+                          "paper train error %": 21.2, "train gap (pp)": 1.88, "test error %": 21.64,
+                          "paper test error %": 20.0, "test gap (pp)": 1.64},
+                         {"model": "N100-100-10", "recipe": "paper (L-BFGS)", "train error %": 0.0,
+                          "paper train error %": 0.0, "train gap (pp)": 0.0, "test error %": 1.99,
+                          "paper test error %": 1.64, "test gap (pp)": 0.35},
+                         {"model": "N100-100-10", "recipe": "modern (Adam)", "train error %": 0.0,
+                          "paper train error %": 0.0, "train gap (pp)": 0.0, "test error %": 1.5,
+                          "paper test error %": 1.64, "test gap (pp)": -0.14}])
+    found = table1.model_findings(rows)
+    assert [(f.claim.split(":")[0], f.holds) for f in found] == [("FC10(1)", False), ("FC100-100-10", True)]
+    assert found[0].paper == "21.2 / 20" and found[0].ours == "23.08 / 21.64"
+    with pytest.raises(ValueError, match="paper-recipe"):
+        table1.model_findings(rows[rows["recipe"].str.startswith("modern")])

@@ -193,3 +193,141 @@ def test_verdicts_apply_bonferroni_by_hand():
     assert out.attrs["bonferroni_level"] == 0.025
     assert out["verdict"].tolist() == ["no detectable difference", "a > b"]
     assert units.verdicts(table, alpha=0.1)["verdict"].tolist() == ["a < b", "a > b"]
+
+
+# ----------------------------------------------------------------------------------------------
+# units.findings: each verdict follows its inputs
+# ----------------------------------------------------------------------------------------------
+
+STATS = ("purity", "cosine:N200", "cosine:AE400")
+PAIRS = (("units", "directions"), ("units", "random sets"), ("directions", "random sets"))
+
+
+def hand_tests(**flips) -> "pd.DataFrame":
+    """A `verdicts`-like table for 2 layers x 3 scores x 3 pairs: groups beat chance, units ~ directions.
+
+    flips: {"layer|statistic|a|b": verdict} overrides single rows.
+    """
+    import pandas as pd
+
+    rows = []
+    for layer in ("L1", "L2"):
+        for a, b in PAIRS:
+            for stat in STATS:
+                verdict = "no detectable difference" if b == "directions" else "a > b"
+                verdict = flips.get(f"{layer}|{stat}|{a}|{b}", verdict)
+                diff = {"a > b": 0.5, "a < b": -0.1, "no detectable difference": 0.01}[verdict]
+                rows.append({"layer": layer, "statistic": stat, "a": a, "b": b, "diff": diff,
+                             "ci_low": diff - 0.03, "ci_high": diff + 0.03, "cohens_d": 10 * diff,
+                             "p_value": 1e-4 if verdict != "no detectable difference" else 0.5, "verdict": verdict})
+    return pd.DataFrame(rows)
+
+
+GOOD_PROBE = units.ProbeAttack(attacked=30, succeeded=30, mean_distortion=0.05, reference_distortion=0.052)
+
+
+def holds(found) -> list:
+    return [f.holds for f in found]
+
+
+def test_findings_all_hold_on_agreeing_tests():
+    found = units.findings(hand_tests(), GOOD_PROBE)
+    assert holds(found) == [True, True, True, True, None, True]
+    assert "6 of 6" in found[0].ours  # 2 layers x 3 scores
+    assert "no detectable difference in 4" in found[2].ours  # 2 layers x 2 semantic scores
+    assert found[4].note  # the untested ImageNet claim says why
+
+
+@pytest.mark.parametrize("flip, index", [
+    ("L2|cosine:N200|units|random sets", 0),  # units no better than chance somewhere
+    ("L1|purity|directions|random sets", 1),  # directions no better than chance somewhere
+])
+def test_findings_chance_verdicts_flip(flip, index):
+    found = units.findings(hand_tests(**{flip: "no detectable difference"}), GOOD_PROBE)
+    expected = [True, True, True, True, None, True]
+    expected[index] = False
+    assert holds(found) == expected
+    assert flip.split("|")[0] in found[index].note
+
+
+def test_findings_units_ahead_semantically_breaks_both_readings():
+    found = units.findings(hand_tests(**{"L1|purity|units|directions": "a > b"}), GOOD_PROBE)
+    assert holds(found)[2:4] == [False, False]
+    assert "L1 by purity" in found[2].note and "units more coherent in 1" in found[2].ours
+
+
+def test_findings_units_ahead_only_in_low_level_score():
+    found = units.findings(hand_tests(**{"L2|cosine:AE400|units|directions": "a > b"}), GOOD_PROBE)
+    assert holds(found)[2:4] == [True, False]  # semantic reading holds, the all-scores reading does not
+    assert "L2 by cosine:AE400" in found[3].note
+
+
+def test_findings_directions_ahead_do_not_contradict_the_claim():
+    found = units.findings(hand_tests(**{"L1|purity|units|directions": "a < b"}), GOOD_PROBE)
+    assert holds(found)[2:4] == [True, True]
+    assert "directions in 1" in found[2].ours
+
+
+def test_findings_without_low_level_scores_has_no_all_scores_row():
+    only_semantic = hand_tests()
+    only_semantic = only_semantic[only_semantic["statistic"] != "cosine:AE400"]
+    found = units.findings(only_semantic, GOOD_PROBE)
+    assert len(found) == 5 and holds(found) == [True, True, True, None, True]
+
+
+@pytest.mark.parametrize("probe, expected", [
+    (GOOD_PROBE, True),
+    (units.ProbeAttack(30, 29, 0.05, 0.052), False),  # one attack failed
+    (units.ProbeAttack(30, 30, 0.2, 0.052), False),  # perceptible: above the paper's Table 1 range
+    (units.ProbeAttack(30, 0, float("nan"), 0.052), False),  # nothing succeeded
+])
+def test_findings_probe_verdict(probe, expected):
+    assert units.findings(hand_tests(), probe)[-1].holds is expected
+    assert units.findings(hand_tests(), probe, max_distortion=0.3)[-1].holds is (probe.succeeded == 30)
+
+
+def test_findings_accept_the_real_pipeline_output():
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    group = lambda mean: pd.DataFrame({s: rng.normal(mean, 0.1, 40) for s in ("purity", "cosine:N200")})
+    groups = {"units": group(0.8), "directions": group(0.8), "random sets": group(0.3)}
+    tests = units.verdicts(units.coherence_comparisons(groups, list(PAIRS), n_permutations=300, n_boot=300)
+                           .assign(layer="L"))
+    found = units.findings(tests, GOOD_PROBE)
+    assert holds(found) == [True, True, True, None, True]
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: units.findings(hand_tests().drop(columns="verdict"), GOOD_PROBE), "columns"),
+    (lambda: units.findings(hand_tests().replace({"verdict": {"a > b": "yes"}}), GOOD_PROBE), "unknown verdicts"),
+    (lambda: units.findings(hand_tests().query("b != 'directions'"), GOOD_PROBE), "no comparison"),
+    (lambda: units.findings(hand_tests(), {"attacked": 30}), "ProbeAttack"),
+    (lambda: units.findings(hand_tests(), GOOD_PROBE, semantic=("cosine:VGG",)), "semantic"),
+    (lambda: units.findings([1, 2], GOOD_PROBE), "DataFrame"),
+    (lambda: units.ProbeAttack(30, 31, 0.05, 0.05), "succeeded"),
+    (lambda: units.ProbeAttack(30, 30, float("nan"), 0.05), "mean_distortion"),
+    (lambda: units.ProbeAttack(30.0, 30, 0.05, 0.05), "attacked"),
+])
+def test_findings_bad_input_says_what_is_wrong(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_figures_fit_the_page_column_with_labelled_axes():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    images = torch.rand(20, 1, 28, 28)
+    fig = units.top_k_gallery(images, [torch.arange(10), torch.arange(10, 20)], ["unit 0", "direction 0"],
+                              suptitle="a title\non two lines")
+    assert fig.get_figwidth() <= 7.2
+    plt.close(fig)
+    rng = np.random.default_rng(0)
+    table = lambda: pd.DataFrame({s: rng.random(30) for s in STATS})
+    fig = units.coherence_distributions({"L1": {"units": table(), "directions": table()},
+                                         "L2": {"units": table(), "directions": table()}})
+    assert fig.get_figwidth() <= 7.2 and len(fig.legends) == 1  # one legend, outside the panels
+    for ax in fig.axes:
+        assert ax.get_xlabel() and ax.get_ylabel() and ax.get_legend() is None
+    plt.close(fig)

@@ -1,3 +1,7 @@
+import base64
+import json
+from html.parser import HTMLParser
+
 import matplotlib
 import pytest
 import torch
@@ -8,23 +12,62 @@ import matplotlib.pyplot as plt
 from lib import cache, widgets
 
 
-def test_slider_draws_default_figure_once(monkeypatch):
+def test_slider_draws_every_frame_in_row_major_order():
     calls = []
 
     def draw(c, k):
         calls.append((c, k))
-        return plt.figure()
+        fig = plt.figure(figsize=(1, 1))
+        fig.text(0.5, 0.5, f"{c}{k}")
+        return fig
 
-    monkeypatch.setattr(widgets, "display", lambda *a, **k: None)
-    widgets.slider(draw, defaults={"c": 1.0}, c=[0.1, 1.0, 10.0], k=[1, 2, 3])
-    assert calls == [(1.0, 2)]  # the given default, and the middle value where none is given
+    result = widgets.frames(draw, defaults={"c": 1.0}, c=[0.1, 1.0, 10.0], k=[1, 2])
+    assert calls == [(0.1, 1), (0.1, 2), (1.0, 1), (1.0, 2), (10.0, 1), (10.0, 2)]
+    assert result.default == {"c": 1.0, "k": 2}  # the given default, and the middle value where none is given
+    assert result.index({"c": 10.0, "k": 1}) == 4
+    assert len(set(result.frames)) == 6 and all(f.startswith(b"\x89PNG") for f in result.frames)
 
 
-def test_slider_rejects_bad_defaults():
+class _Frames(HTMLParser):
+    """The sliders and images of a slider's HTML, read by the standard library's parser."""
+
+    def __init__(self):
+        super().__init__()
+        self.inputs, self.images = [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "input":
+            self.inputs.append(attrs)
+        if tag == "img":
+            self.images.append(attrs)
+
+
+def test_slider_html_shows_the_default_frame_and_names_every_value():
+    result = widgets.frames(lambda c, k: plt.figure(figsize=(1, 1)), defaults={"c": 1.0, "k": "b"},
+                            c=[0.1, 1.0], k=["a", "b", "c"])
+    parsed = _Frames()
+    parsed.feed(result._repr_html_())
+    assert [(i["data-name"], i["max"], i["value"]) for i in parsed.inputs] == [("c", "1", "1"), ("k", "2", "1")]
+    assert json.loads(parsed.inputs[0]["data-values"]) == ["0.1", "1"]
+    assert [img["alt"] for img in parsed.images] == [f"c = {c}, k = {k}" for c in ("0.1", "1") for k in "abc"]
+    shown = [img["alt"] for img in parsed.images if "display:none" not in img["style"]]
+    assert shown == ["c = 1, k = b"]
+    png = base64.b64decode(parsed.images[0]["src"].removeprefix("data:image/png;base64,"))
+    assert png == result.frames[0]
+
+
+def test_slider_rejects_bad_input():
     with pytest.raises(ValueError, match="not among its values"):
-        widgets.slider(lambda c: plt.figure(), defaults={"c": 5}, c=[1, 2])
+        widgets.frames(lambda c: plt.figure(), defaults={"c": 5}, c=[1, 2])
     with pytest.raises(ValueError, match="at least one keyword"):
-        widgets.slider(lambda: plt.figure())
+        widgets.frames(lambda: plt.figure())
+    with pytest.raises(ValueError, match="no slider"):
+        widgets.frames(lambda c: plt.figure(), defaults={"d": 1}, c=[1, 2])
+    with pytest.raises(ValueError, match="repeat"):
+        widgets.frames(lambda c: plt.figure(), c=[0.1, 0.1])
+    with pytest.raises(ValueError, match="65 frames, more than 64"):
+        widgets.frames(lambda c, k: plt.figure(), c=range(13), k=range(5))
 
 
 def test_cache_computes_once_and_writes_atomically(tmp_path, monkeypatch):

@@ -1,0 +1,268 @@
+"""The seminar guide (seminar.ipynb, lib/seminar.py): its exercise references exist, its plans add up, its numbers."""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from lib import data, experiments, paper, seminar, zoo
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = (ROOT / "scripts" / "setup_cell.py").read_text().rstrip("\n")
+
+
+def guide_cells() -> list[dict]:
+    """The cells of seminar.ipynb."""
+    return json.loads(seminar.GUIDE.read_text())["cells"]
+
+
+def guide_markdown() -> list[str]:
+    """The markdown cells of seminar.ipynb."""
+    return seminar.markdown_cells(seminar.GUIDE)
+
+
+def session_cells() -> dict[int, str]:
+    """{session number: the markdown cell that opens it ('## Session N: ...')}."""
+    found = {}
+    for text in guide_markdown():
+        first = text.splitlines()[0]
+        if first.startswith("## Session "):
+            found[int(first.removeprefix("## Session ").split(" ")[0].rstrip(":"))] = text
+    return found
+
+
+# ---------------------------------------------------------------------------------------------- the guide
+
+
+def test_every_assigned_exercise_exists_in_its_chapter():
+    assigned = [pair for pairs in seminar.ASSIGNMENTS.values() for pair in pairs]
+    assert assigned and seminar.missing_exercises(assigned) == []
+
+
+def test_every_exercise_the_guide_cites_exists_in_its_chapter():
+    cited = seminar.cited_exercises("\n".join(guide_markdown()))
+    assert len(cited) >= sum(len(p) for p in seminar.ASSIGNMENTS.values())  # the expected answers cite them all
+    assert seminar.missing_exercises(cited) == []
+
+
+def test_every_assigned_exercise_has_an_expected_answer():
+    answers = [text for text in guide_markdown() if text.lstrip().startswith(":::{dropdown} Expected answers: the exercises")]
+    assert len(answers) == len(seminar.ASSIGNMENTS)
+    for session, text in zip(sorted(seminar.ASSIGNMENTS), answers):
+        text = text.split(":::{dropdown} Expected answers: the discussion questions")[0]
+        assert set(seminar.cited_exercises(text)) == set(seminar.ASSIGNMENTS[session]), f"session {session}"
+
+
+def test_every_session_has_a_90_minute_plan_and_its_parts():
+    sessions = session_cells()
+    assert sorted(sessions) == sorted(seminar.ASSIGNMENTS)
+    for number, text in sessions.items():
+        assert sum(seminar.plan_minutes(text)) == 90, f"session {number}"
+        for part in ("**Learning goals.**", "**Prerequisites.**", "*Colab path:*", "**Figure to project.**",
+                     "**90-minute plan.**", "**Questions for discussion.**"):
+            assert part in text, f"session {number} lacks {part}"
+    for number in seminar.ASSIGNMENTS:
+        assert f"seminar.assignment({number})" in "".join("".join(c["source"]) for c in guide_cells())
+
+
+def test_the_slips_of_the_old_guide_are_gone():
+    text = "\n".join(guide_markdown())
+    assert "book's gain" not in text and "end of Section 4.1" not in text
+    pool = session_cells()[4]
+    assert "Section 4.2" in pool and "Section 4.1" not in pool
+
+
+def test_first_code_cell_is_the_shared_setup_cell_hidden():
+    cell = next(c for c in guide_cells() if c["cell_type"] == "code")
+    source = "".join(cell["source"])
+    assert source == TEMPLATE or source.startswith(TEMPLATE + "\n")
+    assert "hide-input" in cell["metadata"].get("tags", [])
+
+
+def test_code_is_hidden_and_outputs_are_not_committed():
+    for cell in guide_cells():
+        if cell["cell_type"] == "code":
+            assert {"hide-input", "hide-cell"} & set(cell["metadata"].get("tags", [])), "".join(cell["source"])[:80]
+            assert cell["outputs"] == [] and cell["execution_count"] is None
+
+
+def test_the_guide_replaces_seminar_md_in_the_toc():
+    assert not (ROOT / "seminar.md").exists()
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    assert "seminar" in files
+
+
+def test_no_result_numbers_typed_into_the_text():
+    # The prose may quote the paper's formulas (0.1 / 28) and sections (4.2), not results: no 0.062, no 2.4%.
+    for text in guide_markdown():
+        text = text.replace("arXiv:1312.6199", "").replace("Python 3.10", "")
+        assert not re.findall(r"\b\d+\.\d+\s*%|\b\d+\.\d{2,}\b", text), text[:80]
+
+
+# ---------------------------------------------------------------------------------------------- parsers
+
+EXERCISES = """## Summary
+
+Some text.
+
+## Exercises
+
+1. First exercise,
+   continued on a second line.
+2. **Second.** With $\\lambda$.
+
+## Appendix
+
+3. Not an exercise.
+"""
+
+
+def test_exercises_in_reads_the_list_under_the_heading_only():
+    assert seminar.exercises_in(EXERCISES) == {1: "First exercise, continued on a second line.",
+                                               2: "**Second.** With $\\lambda$."}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("## Summary\n\n1. a\n", "no '## Exercises' heading"),
+    ("## Exercises\n\nNo list.\n", "no numbered list"),
+    ("## Exercises\n\n1. a\n3. b\n", "not numbered 1, 2"),
+    ("## Exercises\n\n1. a\n1. b\n", "listed twice"),
+])
+def test_exercises_in_rejects_bad_lists(text, message):
+    with pytest.raises(ValueError, match=message):
+        seminar.exercises_in(text)
+
+
+def test_cited_exercises_reads_every_form():
+    text = ("Assign chapter 2, exercise 3 and Chapter 5, exercises 1, 2 and 4; chapter 6,\nexercise 1. "
+            "Not 'chapter 2' alone, nor 'exercise 7'.")
+    assert seminar.cited_exercises(text) == [(2, 3), (5, 1), (5, 2), (5, 4), (6, 1)]
+    assert seminar.cited_exercises("no references here") == []
+
+
+def test_missing_exercises_finds_what_the_chapters_lack():
+    real = seminar.chapter_exercises(1)
+    assert seminar.missing_exercises([(1, 1), (1, len(real) + 1), (99, 1)]) == [(1, len(real) + 1), (99, 1)]
+
+
+def test_chapter_notebook_and_its_exercises():
+    assert seminar.chapter_notebook(3).name.startswith("03_")
+    with pytest.raises(FileNotFoundError):
+        seminar.chapter_notebook(99)
+    with pytest.raises(ValueError):
+        seminar.chapter_notebook(0)
+    for chapter in range(1, 7):
+        assert len(seminar.chapter_exercises(chapter)) >= 2
+
+
+def test_assignment_prints_the_chapters_own_text():
+    text = seminar.assignment(2)
+    for chapter, number in seminar.ASSIGNMENTS[2]:
+        assert f"**Chapter {chapter}, exercise {number}.** {seminar.chapter_exercises(chapter)[number]}" in text
+    with pytest.raises(KeyError):
+        seminar.assignment(99)
+
+
+def test_plan_minutes():
+    table = "Intro\n\n| Minutes | Block |\n|---|---|\n| 10 | a |\n| 80 | b |\n\nAfter.\n| 5 | not the plan |\n"
+    assert seminar.plan_minutes(table) == [10, 80]
+    with pytest.raises(ValueError, match="no plan table"):
+        seminar.plan_minutes("| Block | Minutes |\n|---|---|\n| a | 10 |\n")
+    with pytest.raises(ValueError, match="whole number"):
+        seminar.plan_minutes("| Minutes | Block |\n|---|---|\n| ten | a |\n")
+
+
+# ---------------------------------------------------------------------------------------------- numbers
+
+
+def test_paired_and_its_checks():
+    ours = pd.DataFrame({"a": [1.0, 2.25]}, index=["x", "y"])
+    ref = pd.DataFrame({"a": [1.5, 2.0]}, index=["x", "y"])
+    assert seminar.paired(ours, ref).to_dict() == {"a": {"x": "1.0 (1.5)", "y": "2.2 (2.0)"}}
+    with pytest.raises(ValueError):
+        seminar.paired(ours, ref.rename(index={"y": "z"}))
+
+
+def test_table1_selections():
+    t1 = pd.DataFrame([{"model": "m", "paper name": "M", "train error %": 1.0, "paper train %": 0.5,
+                        "train gap (pp)": 0.5, "test error %": 2.0, "paper test %": 2.5, "test gap (pp)": -0.5,
+                        "reading": "r", "images": 10, "misclassified": 0, "distortion": 0.05,
+                        "paper distortion": 0.06, "distortion ratio book/paper": 0.83}])
+    assert list(seminar.table1_errors(t1).columns) == ["paper name", "train error %", "paper train %",
+                                                       "train gap (pp)", "test error %", "paper test %",
+                                                       "test gap (pp)"]
+    assert seminar.table1_distortions(t1).loc["m", "distortion"] == 0.05
+
+
+def test_table3_records_and_half_gaps_follow_the_records():
+    records = seminar.table3_records()
+    gaps = seminar.half_gaps()
+    assert list(records.index) == list(paper.TABLE3_MODELS) == list(gaps.index)
+    for name in paper.TABLE3_MODELS:
+        rec = zoo.record(name)
+        other = gaps.loc[name, "other half"]
+        assert other != rec["spec"]["train_on"]
+        assert gaps.loc[name, "gap (pp)"] == pytest.approx(rec[f"{other}_error"] - rec["test_error"], abs=1e-3)
+        p, q = rec[f"{other}_error"] / 100, rec["test_error"] / 100
+        se = 100 * math.sqrt(p * (1 - p) / 30_000 + q * (1 - q) / 10_000)
+        assert gaps.loc[name, "SE of gap (pp)"] == pytest.approx(se, abs=1e-3)
+        assert records.loc[name, "paper test_error %"] == paper.TABLE3[name]["test_error"]
+
+
+def test_noise_error_without_noise_is_the_clean_error():
+    result = seminar.noise_error("softmax-1e-4", 0.0, n=200)
+    assert result["noisy error %"] == result["clean error %"]
+    assert seminar.noise_error("softmax-1e-4", 1.0, n=200)["noisy error %"] > result["clean error %"]
+
+
+def test_clipped_noise_bias_matches_the_half_normal_mean():
+    bias = seminar.clipped_noise_bias(0.3, draws=20, n=200)
+    assert bias["theory stddev/sqrt(2 pi)"] == pytest.approx(0.3 / math.sqrt(2 * math.pi))
+    assert bias["measured on black pixels"] == pytest.approx(bias["theory stddev/sqrt(2 pi)"], rel=0.02)
+
+
+def test_adversarial_training_records_and_differences():
+    records = seminar.adversarial_training_records()
+    assert list(records.index) == list(experiments.ADVERSARIAL_TRAINING_MODELS)
+    assert (records["best epoch's test error %"] <= records["test error %"]).all()
+    assert (records["paper (ICLR) %"] != records["paper (v1) %"]).all()
+    final = records.set_index("training")["test error %"]
+    diff = seminar.pool_differences(records)
+    assert diff["weight decay"] == pytest.approx(final["adversarial pool"] - final["weight decay"], abs=0.01)
+    assert diff["dropout"] == pytest.approx(final["adversarial pool"] - final["dropout"], abs=0.01)
+    p = final["weight decay"] / 100
+    assert seminar.test_error_se(records) == pytest.approx(100 * math.sqrt(p * (1 - p) / 10_000))
+
+
+def test_lipschitz_numbers():
+    bounds = seminar.global_bounds(("softmax-1e-4", "N100-100-10"))
+    assert (bounds["global upper bound"] > 0).all()
+    # a softmax model is one linear layer: its bound is that layer's largest singular value
+    weight = [m for m in zoo.load("softmax-1e-4") if hasattr(m, "weight")][0].weight
+    assert bounds.loc["softmax-1e-4", "global upper bound"] == pytest.approx(
+        float(__import__("torch").linalg.matrix_norm(weight, ord=2)), rel=1e-4)
+    slopes = seminar.sigmoid_slopes("N100-100-10", n=50)
+    assert len(slopes) == 2 and (slopes["max slope"] <= 0.25).all()
+    assert (slopes["mean slope"] < slopes["max slope"]).all()
+    decay = seminar.decay_bounds(n=50)
+    assert list(decay.index) == list(paper.TABLE1_MODELS[:3])
+    assert decay["global bound L"].is_monotonic_decreasing  # stronger decay, smaller weights
+    with pytest.raises(ValueError, match="no sigmoid"):
+        seminar.sigmoid_slopes("softmax-1e-4", n=10)
+
+
+def test_table2_paired_has_the_paper_in_brackets():
+    from lib import table1
+
+    frame = seminar.table2_paired(table1.chosen_rule())
+    assert list(frame.index) == list(paper.TABLE1_MODELS) == list(frame.columns)
+    for name in paper.TABLE1_MODELS:
+        for column, value in zip(paper.TABLE1_MODELS, paper.TABLE2[name][0]):
+            assert frame.loc[name, column].endswith(f"({value:.1f})")
+    assert len(data.load_mnist(train=False)[1]) == 10_000  # the test-set size the SE checks above assume
