@@ -124,3 +124,23 @@ def test_beside_writes_book_then_paper():
     assert cells.loc["a", "distortion"] == "0.0213 (0.062)" and cells.loc["b", "distortion"] == "0"
     with pytest.raises(ValueError, match="same rows and columns"):
         report.beside(ours, theirs.iloc[:1])
+
+
+def test_table2_whole_set_takes_adversarial_rows_from_the_committed_runs():
+    from lib import paper, table1
+    from lib.transfer import TransferTable
+
+    columns = [*paper.TABLE1_MODELS, "distortion"]
+    index = [*paper.TABLE1_MODELS, "noise stddev 0.1"]
+    subset_ours = pd.DataFrame(-1.0, index=index, columns=columns)  # placeholders the whole-set rows must replace
+    subset_ours.loc["noise stddev 0.1"] = [5.0] * 6 + [0.1]
+    subset = TransferTable(subset_ours, subset_ours * 0 + 7.0, pd.DataFrame(index=index), {}, 1000)
+    table = report.table2_whole_set(subset)
+    distortions = table1.distortion_table("all")
+    statistic, aggregate = table1.choose_target_reading(distortions)
+    expected = table1.cross_model_table(table1.RULE_OF_STATISTIC[statistic])
+    assert (table.ours.loc[list(paper.TABLE1_MODELS), list(paper.TABLE1_MODELS)] == expected).all().all()
+    chosen = distortions[distortions["statistic"] == statistic].set_index("model")[aggregate]
+    assert table.ours.loc[list(paper.TABLE1_MODELS), "distortion"].tolist() == chosen.loc[list(paper.TABLE1_MODELS)].tolist()
+    assert table.ours.loc["noise stddev 0.1"].tolist() == [5.0] * 6 + [0.1]
+    assert table.images == 60000 and list(table.paper.index) == index
