@@ -1,5 +1,5 @@
 """Command line: `python -m lib train NAME|all`, `python -m lib table1 [--images all]`, `python -m lib decay-readings`,
-`python -m lib names`."""
+`python -m lib word-vectors [--corpus wordnet|text8]`, `python -m lib names`."""
 from __future__ import annotations
 
 import argparse
@@ -71,6 +71,15 @@ def _decay_readings() -> None:
     print("closest reading:", choose_reading(frame))
 
 
+def _word_vectors(args: argparse.Namespace) -> None:
+    from . import word_vectors
+
+    extra = {} if args.min_count is None else {"min_count": args.min_count}
+    meta = word_vectors.build(args.corpus, seed=args.seed, folder=args.out or word_vectors.FOLDER, **extra)
+    print(f"{meta['words_kept']} words in both halves ({meta['vocabulary']} per half), trained in "
+          f"{meta['train_seconds']} s; written to {args.out or word_vectors.FOLDER}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -89,6 +98,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="CPU processes of one thread each (default: up to 2)")
     sub.add_parser("decay-readings", help="fit Table 1's softmax models under each reading of the paper's decay "
                                           "and write data/results/decay_readings.json (about 15 min on one core)")
+    words = sub.add_parser("word-vectors", help="train word2vec on two disjoint halves of a corpus and write "
+                                                "data/words/ (WordNet glosses: offline, about 2 minutes on one core)")
+    words.add_argument("--corpus", default="wordnet", choices=["wordnet", "text8"],
+                       help="wordnet: WordNet 3.0's glosses from Debian's wordnet-base (offline); text8: via "
+                            "gensim.downloader (needs the network)")
+    words.add_argument("--seed", type=int, default=0, help="seed of the split and of word2vec (default 0)")
+    words.add_argument("--min-count", type=int, help="drop words rarer than this in a half (default 10)")
+    words.add_argument("--out", help="output folder (default data/words)")
     sub.add_parser("names", help="list the zoo's model names")
     args = parser.parse_args(argv)
     try:
@@ -98,9 +115,11 @@ def main(argv: list[str] | None = None) -> int:
             _table1(args)
         elif args.command == "decay-readings":
             _decay_readings()
+        elif args.command == "word-vectors":
+            _word_vectors(args)
         else:
             print("\n".join(zoo.NAMES))
-    except (KeyError, ValueError) as err:
+    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err.args[0]}", file=sys.stderr)
         return 2
     return 0
