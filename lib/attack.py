@@ -16,7 +16,8 @@ across the decision boundary.
 
 Pieces: `lbfgs_attack` (one call attacks a whole batch; the optimiser is `lib.lbfgsb`),
 `min_distortion` (the paper's "minimum distortion to reach 0% accuracy", with a named rule for
-the wrong label: `TARGET_RULES`) and `every_target` (all wrong labels of each image at once). The
+the wrong label: `TARGET_RULES`, "closest" being the untargeted mode) and `every_target` (all wrong
+labels of each image at once). The
 independent checks, a per-image scipy version and the exact answer for linear models, are in
 `lib.attack_reference`.
 """
@@ -39,7 +40,8 @@ LossFn = Callable[[Tensor, Tensor], Tensor]  # (logits [M,K], target [M]) -> per
 Minimiser = Callable[[Objective, Tensor], Tensor]  # (objective, z0 [N,D]) -> argmin over [0,1]^D [N,D]
 
 VERSION = 3  # bump when the attack's results change: cached adversarial sets are keyed by it
-TARGET_RULES = ("runner-up", "random", "best")  # which wrong label `min_distortion` attacks
+TARGET_RULES = ("runner-up", "random", "best", "closest")  # which wrong label `min_distortion` attacks
+CLOSEST_CANDIDATES = 2  # "closest": labels attacked per image, the nearest by `linearised_order`
 POLISH_TEMPERATURE = 0.01  # logits; the polish's sharpened cross-entropy (see _refine)
 POLISH_KAPPA = 0.03  # logits; the margin it aims for before the final shrink
 BOUNDARY_MARGIN = 1e-4  # logits; the final shrink stops this far inside the target's region
@@ -277,14 +279,17 @@ def _evaluating(model: nn.Module) -> Iterator[None]:
 
 
 def min_distortion(
-    model: nn.Module, x: Tensor, y: Tensor, target: str = "best", *, seed: int = 0, **options: Any
+    model: nn.Module, x: Tensor, y: Tensor, target: str = "best", *, seed: int = 0,
+    candidates: int = CLOSEST_CANDIDATES, **options: Any
 ) -> AttackResult:
     """The paper's "minimum distortion to reach 0% accuracy" per image, attacking the wrong label `target` names.
 
     The paper does not say which wrong label it attacked; the rules (`TARGET_RULES`): "runner-up",
     the highest-scoring label != y; "random", a label drawn uniformly from the K-1 labels != y with a
     torch.Generator seeded by `seed` (the draw depends only on seed, the batch size and y, not on
-    the model); "best", every label != y (`every_target`), keeping the closest success. Images the
+    the model); "best", every label != y (`every_target`), keeping the closest success; "closest", the
+    untargeted mode: only the `candidates` labels that `linearised_order` puts nearest, keeping the closest
+    success (the best of nine at the cost of `candidates` attacks). Images the
     model already misclassifies are not attacked: x_adv = x, distortion 0, c = 0, target = their
     prediction, success and `misclassified` True (count them, and say whether a mean takes them as
     0 or leaves them out). `options` go to `lbfgs_attack`.
@@ -296,6 +301,15 @@ def min_distortion(
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if target == "best":
         return _closest(every_target(model, x, y, **options), len(x))
+    if target == "closest":
+        if not isinstance(candidates, int) or not 1 <= candidates < logits.shape[1]:
+            raise ValueError(f"candidates must be an integer in 1..{logits.shape[1] - 1}, got {candidates!r}")
+        nearest = linearised_order(model, x, y)[:, :candidates].reshape(-1)
+        predicted = logits.argmax(1).repeat_interleave(candidates)
+        rows = _attack_where_correct(model, x.repeat_interleave(candidates, 0), y.repeat_interleave(candidates),
+                                     predicted, torch.where(predicted == y.repeat_interleave(candidates), nearest,
+                                                            predicted), options)
+        return _closest(rows, len(x))
     if target == "runner-up":
         wrong = logits.scatter(1, y[:, None], -math.inf).argmax(1)
     else:
@@ -304,6 +318,23 @@ def min_distortion(
         wrong = k + (k >= y).long()  # skip y: uniform over the other K-1
     predicted = logits.argmax(1)
     return _attack_where_correct(model, x, y, predicted, torch.where(predicted == y, wrong, predicted), options)
+
+
+def linearised_order(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """Each image's wrong labels [N, K-1], nearest first by (z_y - z_j) / ||grad(z_y - z_j)||, the logits' linear model.
+
+    DeepFool's estimate of the distance to each decision boundary (no box); exact for a linear model.
+    """
+    x = x.detach().clone().requires_grad_(True)
+    with _evaluating(model), torch.enable_grad():
+        logits = model(x)
+        grads = torch.stack([torch.autograd.grad(logits[:, j].sum(), x, retain_graph=True)[0].flatten(1)
+                             for j in range(logits.shape[1])], 1)  # [N,K,D]; one backward pass per class
+    rows = torch.arange(len(x), device=x.device)
+    gap = (logits.gather(1, y[:, None]) - logits).detach()
+    distance = gap / (grads[rows, y][:, None] - grads).norm(dim=2).clamp_min(1e-12)
+    distance[rows, y] = math.inf
+    return distance.argsort(dim=1, stable=True)[:, :-1]
 
 
 def every_target(model: nn.Module, x: Tensor, y: Tensor, **options: Any) -> AttackResult:

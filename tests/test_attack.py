@@ -273,7 +273,7 @@ def test_bad_input_raises_value_error(valid_input, attack_fn, change, message):
 def test_bad_input_to_min_distortion(valid_input):
     model, x, target = valid_input
     y = predict(model, x)
-    with pytest.raises(ValueError, match=r"target must be one of \('runner-up', 'random', 'best'\), got 'all'"):
+    with pytest.raises(ValueError, match=r"target must be one of \('runner-up', 'random', 'best', 'closest'\), got 'all'"):
         min_distortion(model, x, y, target="all")
     with pytest.raises(ValueError, match="target must be one of"):
         min_distortion(model, x, y, target="second")
@@ -287,3 +287,27 @@ def test_bad_input_to_min_distortion(valid_input):
         min_distortion(model, x + 1, y)
     with pytest.raises(ValueError, match="c_init must be a positive"):
         min_distortion(model, x, y, c_init=0.0)
+
+
+def test_closest_matches_the_best_of_nine_attacking_two_labels(rules_case):
+    model, x, y, n_wrong, results, _ = rules_case
+    closest, best = results["closest"], results["best"]
+    assert closest.success.all() and torch.equal(predict(model, closest.x_adv), closest.target)
+    assert closest.distortion[0] == 0 and closest.misclassified[0]  # the misclassified image is left alone
+    torch.testing.assert_close(closest.distortion, best.distortion, rtol=0.01, atol=1e-6)
+    with pytest.raises(ValueError, match="candidates must be an integer in 1..9"):
+        min_distortion(model, x, y, target="closest", candidates=10)
+
+
+def test_linearised_order_is_the_boundary_distance_of_a_linear_model():
+    generator = torch.Generator().manual_seed(3)
+    model = random_linear(20, 6, generator)
+    x = torch.rand(5, 1, 4, 5, generator=generator)
+    y = torch.randint(6, (5,), generator=generator)
+    w, b = model[1].weight.detach().double(), model[1].bias.detach().double()
+    z = x.flatten(1).double() @ w.T + b
+    expected = []
+    for i in range(5):  # by hand: the distance from x to the hyperplane z_y = z_j, for each j != y
+        distance = {j: ((z[i, y[i]] - z[i, j]) / (w[y[i]] - w[j]).norm()).item() for j in range(6) if j != y[i]}
+        expected.append(sorted(distance, key=distance.get))
+    assert attack.linearised_order(model, x, y).tolist() == expected

@@ -1,0 +1,167 @@
+"""The attack since 2013: ours beside Foolbox 3 (DDN, Brendel-Bethge, C&W L2, FMN) and torchattacks (FAB).
+
+    python benchmarks/bench_peers.py [--images 100] [--conv-images 100] [--models NAME ...] [--fresh]
+
+Every method attacks the same correctly classified test images (the seeded subset of `--images`,
+`--conv-images` for Conv) towards the same runner-up labels, on one thread, over the step budgets of
+`lib.peers.BUDGETS`; the softmax models add the exact QP. Each (model, method, budget) is written to
+data/results/peers/MODEL.json as soon as it finishes, so an interrupted run resumes where it stopped
+(`--fresh` starts over). Before a method is timed on a model it runs once, untimed, on two images:
+that is where Brendel-Bethge compiles its numba solver and the allocator grows its heap. Ends with
+the summary table and the verdicts, also written to data/results/peers/summary.md.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+# Before numpy loads: OpenBLAS threads would spin against torch's on a small machine (see bench_attack.py).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import lib  # noqa: E402
+from lib import attack, findings, peers, zoo  # noqa: E402
+from lib.data import load_mnist  # noqa: E402
+
+SEED = 0
+
+
+def plan(name: str, budgets: dict[str, tuple[int, ...]]) -> list[tuple[str, int]]:
+    """The (method, budget) pairs run on a model: ours first, DDN before Brendel-Bethge (its start)."""
+    order = [peers.OURS, "DDN", "BB", "C&W", "FMN", peers.FMN_FIXED, "FAB", peers.EXACT]
+    pairs = [(m, b) for m in order for b in budgets.get(m, ())]
+    if name not in peers.LINEAR_MODELS:
+        pairs = [(m, b) for m, b in pairs if m != peers.EXACT]
+    return pairs
+
+
+def provenance(name: str, requested: int, started: str) -> dict:
+    """Where a model's results came from: weights, attack version, images, versions, machine, dates."""
+    return {"weights": zoo.fingerprint(name), "attack_version": attack.VERSION, "seed": SEED, "split": "test",
+            "requested_images": requested, "threads": 1, **peers.environment(), "started": started,
+            "date": peers.started_at(), "command": "python benchmarks/bench_peers.py " + " ".join(sys.argv[1:]),
+            "warm_up": "each method ran once, untimed, on two images before it was timed",
+            "timing": "wall seconds of the attack call over all images, one torch thread, BLAS on one thread"}
+
+
+def resumable(name: str, requested: int) -> peers.PeerRun | None:
+    """The model's saved run if it was made with today's weights, attack VERSION and image count, else None."""
+    try:
+        run = peers.load(name)
+    except (FileNotFoundError, ValueError):
+        return None
+    if not peers.is_current(run) or run.provenance["requested_images"] != requested:
+        return None
+    return run
+
+
+def run_model(name: str, requested: int, budgets: dict, bar: tqdm, fresh: bool) -> peers.PeerRun:
+    """Every pending (method, budget) on one model, saving after each."""
+    model = zoo.load(name, progress=False)
+    run = None if fresh else resumable(name, requested)
+    started = run.provenance.get("started", peers.started_at()) if run else peers.started_at()
+    done = {(r.method, r.budget) for r in run.results} if run else set()
+    todo = [p for p in plan(name, budgets) if p not in done]
+    bar.update(len(plan(name, budgets)) - len(todo))
+    if not todo:
+        return run
+    if run is None:  # ours fixes the images and the targets
+        images, x, y = peers.attacked_images(model, requested, seed=SEED)
+        peers.run_ours(model, name, x[:2], y[:2], images[:2])  # warm-up
+        bar.set_description(f"{name} ours")
+        ours, result = peers.run_ours(model, name, x, y, images, c_steps=peers.BUDGETS[peers.OURS][0])
+        run = peers.PeerRun(name, images, y.numpy(), result.target.numpy(), [ours])
+        run.provenance = provenance(name, requested, started)
+        peers.save(run)
+        bar.update()
+        todo = [p for p in todo if p[0] != peers.OURS]
+    test_x, test_y = load_mnist(train=False)
+    x, y = test_x[torch.as_tensor(run.images)], test_y[torch.as_tensor(run.images)]
+    target = torch.as_tensor(run.targets)
+    if not torch.equal(y, torch.as_tensor(run.labels)):
+        raise RuntimeError(f"{name}: the saved labels do not match the test set's")
+    adversarial: dict[tuple[str, int], torch.Tensor] = {}
+    warmed: set[str] = set()
+    for method, budget in todo:
+        bar.set_description(f"{name} {method}-{budget}")
+        start, start_seconds = None, 0.0
+        if method == "BB":
+            start = adversarial.get(peers.BB_START)
+            if start is None:  # DDN-100 ran in an earlier session: recompute its images (untimed)
+                _, start = peers.run_peer(model, name, x, target, run.images, *peers.BB_START)
+            start_seconds = next(r.seconds for r in run.results if (r.method, r.budget) == peers.BB_START)
+        if method not in warmed:
+            if method == peers.EXACT:
+                peers.run_exact(model, name, x[:2], target[:2], run.images[:2])
+            else:
+                peers.run_peer(model, name, x[:2], target[:2], run.images[:2], method, min(budgets[method]),
+                               start=None if start is None else start[:2])
+            warmed.add(method)
+        if method == peers.EXACT:
+            result = peers.run_exact(model, name, x, target, run.images)
+        else:
+            result, x_adv = peers.run_peer(model, name, x, target, run.images, method, budget, start=start,
+                                           start_seconds=start_seconds)
+            if (method, budget) == peers.BB_START:
+                adversarial[method, budget] = x_adv
+        run.results.append(result)
+        run.provenance["date"] = peers.started_at()
+        peers.save(run)
+        bar.update()
+    return run
+
+
+def markdown(frame) -> str:
+    """A DataFrame as a Markdown table (floats to 4 significant digits)."""
+    cells = [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row] for row in frame.itertuples(index=False)]
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=100, help="test images per model before keeping the correctly "
+                                                                 "classified ones (default 100)")
+    parser.add_argument("--conv-images", type=int, default=100,
+                        help="the same for Conv (default 100; its attacks run ~10x slower than the MLPs')")
+    parser.add_argument("--models", nargs="+", default=list(peers.MODELS), choices=peers.MODELS)
+    parser.add_argument("--fresh", action="store_true", help="ignore saved results and start over")
+    args = parser.parse_args()
+    lib.setup_torch(seed=SEED)
+    warnings.filterwarnings("ignore", message=".*optimizer needs to be compiled.*")  # BB's numba, warmed up
+    warnings.filterwarnings("ignore", category=UserWarning, module="eagerpy")  # tensor copy-construction notices
+    budgets = dict(peers.BUDGETS)
+    total = sum(len(plan(m, budgets)) for m in args.models)
+    start = time.perf_counter()
+    runs = []
+    with lib.one_thread(), tqdm(total=total, desc="peers", unit="run") as bar:
+        for name in args.models:
+            runs.append(run_model(name, args.conv_images if name == "Conv" else args.images, budgets, bar,
+                                  args.fresh))
+    wall = time.perf_counter() - start
+    results = [r for run in runs for r in run.results]
+    table = peers.summary(results)
+    verdicts = peers.findings(results)
+    text = [f"# Peers: {len(args.models)} models, runner-up targets, one thread "
+            f"({peers.environment()['machine']['cpu']}); this session {wall / 60:.1f} min",
+            "", markdown(table), "", "## Verdicts", ""]
+    text += [f"- {f.claim}: {findings.verdict(f)} ({f.ours}; {f.paper})" for f in verdicts]
+    summary = "\n".join(text) + "\n"
+    print("\n" + summary)
+    if set(args.models) == set(peers.MODELS):
+        (peers.RESULTS_DIR / "summary.md").write_text(summary)
+    print(f"total wall time of this session: {wall:.0f} s; sum of timed attack seconds: "
+          f"{np.sum([r.seconds for r in results]):.0f} s")
+
+
+if __name__ == "__main__":
+    main()
