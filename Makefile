@@ -67,6 +67,8 @@ models: $(STAMP)
 benchmarks: $(STAMP)
 	$(PY) benchmarks/bench_attack.py
 	$(PY) benchmarks/bench_spectral.py
+	$(PY) benchmarks/bench_untargeted.py
+	@echo "benchmarks/bench_peers.py (about 10 min) rewrites the committed data/results/peers/: run it on purpose"
 
 clean:
 	rm -rf _build data/cache
