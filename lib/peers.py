@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from . import DATA_DIR, one_thread, paper
-from .attack import AttackResult, VERSION, min_distortion, predict
+from .attack import AttackResult, VERSION, distortion, min_distortion, predict
 from .data import atomic_write_bytes, load_mnist, subset_indices
 from .findings import Finding
 
@@ -115,17 +115,11 @@ class PeerRun:
 # ----------------------------------------------------------------------------------------------
 
 
-def book_distortion(l2_norm: Tensor | np.ndarray | float, pixels: int = PIXELS) -> Tensor | np.ndarray | float:
-    """An L2 norm ||r||_2 in the book's unit sqrt(sum r^2 / pixels) = ||r||_2 / sqrt(pixels)."""
-    return l2_norm / math.sqrt(pixels)
-
-
 @torch.no_grad()
 def measure(model: nn.Module, x: Tensor, x_adv: Tensor, target: Tensor) -> tuple[np.ndarray, np.ndarray]:
     """(distortion, success) per image: the book's distortion of x_adv - x (inf where argmax f(x_adv) != target)."""
     success = predict(model, x_adv) == target
-    l2 = (x_adv.double() - x.double()).flatten(1).norm(dim=1)
-    dist = book_distortion(l2).cpu().numpy()
+    dist = distortion(x.double(), x_adv.double()).cpu().numpy()
     success = success.cpu().numpy()
     return np.where(success, dist, np.inf), success
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from lib import peers, zoo
+from lib.attack import distortion
 from lib.attack_reference import exact_min_distortion_linear
 from lib.data import fixed_subset
 from lib.peers import EXACT, OURS, PeerResult
@@ -17,8 +18,9 @@ from stand_ins import one_cpu_thread, random_linear, runner_up  # noqa: F401 (fi
 def test_book_distortion_is_the_l2_norm_over_28():
     r = torch.zeros(1, 1, 28, 28)
     r[0, 0, :4, :4] = 0.1  # 16 pixels of 0.1: ||r||_2 = sqrt(16 * 0.01) = 0.4
-    assert peers.book_distortion(0.4) == pytest.approx(0.4 / 28)
-    assert peers.book_distortion(r.flatten(1).norm(dim=1)).item() == pytest.approx(math.sqrt(16 * 0.01 / 784))
+    x0 = torch.zeros(1, 1, 28, 28)
+    assert distortion(x0, x0 + r).item() == pytest.approx(0.4 / 28)  # what peers.measure reports
+    assert distortion(x0, x0 + r).item() == pytest.approx(math.sqrt(16 * 0.01 / 784))
     model = random_linear(784, 10, torch.Generator().manual_seed(0))
     x = torch.full((1, 1, 28, 28), 0.5)
     target = model(x + r).argmax(1)
