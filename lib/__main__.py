@@ -1,5 +1,6 @@
 """Command line: `python -m lib train NAME|all`, `python -m lib table1 [--images all]`, `python -m lib decay-readings`,
-`python -m lib word-vectors [--corpus wordnet|text8]`, `python -m lib names`."""
+`python -m lib word-vectors [--corpus wordnet|text8]`,
+`python -m lib adversarial-training [--stage sweep|finals|all]`, `python -m lib names`."""
 from __future__ import annotations
 
 import argparse
@@ -80,6 +81,23 @@ def _word_vectors(args: argparse.Namespace) -> None:
           f"{meta['train_seconds']} s; written to {args.out or word_vectors.FOLDER}")
 
 
+def _adversarial_training(args: argparse.Namespace) -> None:
+    from . import adversarial_sweep as sweep
+
+    stages = ("sweep", "finals") if args.stage == "all" else (args.stage,)
+    start = time.perf_counter()
+    if "sweep" in stages:
+        first = sweep.execute(sweep.sweep_runs(), workers=args.workers)
+        records = sweep.execute(sweep.sweep_runs(first), workers=args.workers)  # the second stage
+        for rec in sorted(records, key=lambda r: (r.run.method, r.validation_error)):
+            print(f"{rec.run.method:17s} {rec.run.setting():70s} validation {rec.validation_error:5.2f}%  "
+                  f"{rec.seconds:6.1f} s", flush=True)
+    if "finals" in stages:
+        records = sweep.execute(sweep.final_runs(sweep.sweep_records()), workers=args.workers)
+        print(sweep.summary(records).to_string(index=False))
+    print(f"total {time.perf_counter() - start:.1f} s wall clock")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -106,6 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     words.add_argument("--seed", type=int, default=0, help="seed of the split and of word2vec (default 0)")
     words.add_argument("--min-count", type=int, help="drop words rarer than this in a half (default 10)")
     words.add_argument("--out", help="output folder (default data/words)")
+    adversarial = sub.add_parser("adversarial-training", help="chapter 4's sweep on the validation split, then the "
+                                 "chosen settings' finals with 3 seeds (resumable; data/results/adversarial_training/)")
+    adversarial.add_argument("--stage", default="all", choices=["sweep", "finals", "all"],
+                             help="sweep: every setting on 50,000 images, scored on the last 10,000; finals: the "
+                                  "chosen ones on all 60,000 with 3 seeds, tested once (default: all)")
+    adversarial.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                             help="parallel training processes of one thread each (default: up to 2)")
     sub.add_parser("names", help="list the zoo's model names")
     args = parser.parse_args(argv)
     try:
@@ -115,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             _table1(args)
         elif args.command == "decay-readings":
             _decay_readings()
+        elif args.command == "adversarial-training":
+            _adversarial_training(args)
         elif args.command == "word-vectors":
             _word_vectors(args)
         else:

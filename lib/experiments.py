@@ -133,30 +133,6 @@ def softmax_decay_sweep(lambdas: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e
                         attack=attack.VERSION)
 
 
-# the same recipe for all four (Adam); the paper-recipe N100-100-10 is compared in chapter 1
-ADVERSARIAL_TRAINING_MODELS = {"N100-100-10-modern": "weight decay", "N100-100-10-dropout": "dropout",
-                               "N100-100-10-adv": "adversarial pool",
-                               "N100-100-10-adv-hidden": "adversarial pool + hidden layer"}
-
-
-def adversarial_training_table(n: int = 200, seed: int = 0) -> pd.DataFrame:
-    """The 784-100-100-10 nets trained with decay, dropout, and the pool: test error and minimal distortion."""
-    test_x, test_y = data.load_mnist(train=False)
-    rows = []
-    for name, method in ADVERSARIAL_TRAINING_MODELS.items():
-        model = zoo.load(name)
-        adv = adversarial_set(name, n=n, train=False, seed=seed, target="runner-up")
-        moved = adv["success"] & ~adv["misclassified"]  # correctly classified images, which needed a perturbation
-        paper_key = "adversarial pool" if method.startswith("adversarial") else method
-        rows.append({"model": name, "training": method,
-                     "test error %": round(error_rate(model, test_x, test_y), 2),
-                     "paper (ICLR) %": paper.ADVERSARIAL_TRAINING["iclr"][paper_key],
-                     "paper (v1) %": paper.ADVERSARIAL_TRAINING["v1"][paper_key],
-                     f"mean min. distortion ({n} test images)": round(adv["distortion"][moved].mean().item(), 4),
-                     "training s": zoo.record(name)["train_seconds"]})
-    return pd.DataFrame(rows)
-
-
 def noise_accuracy(names: tuple[str, ...] = ("softmax-1e-4", "N200-200-10"), stddev: float = 1.0, n: int = 1000,
                    seed: int = 0) -> pd.DataFrame:
     """Accuracy on seeded training images plus Gaussian noise, clipped to [0,1] and not, beside Figure 7's 51%."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import ROOT, data, experiments, paper, spectral, zoo
+from . import ROOT, adversarial_sweep, data, paper, spectral, zoo
 from .train import error_rate
 
 CHAPTERS_DIR = ROOT / "chapters"
@@ -215,28 +215,19 @@ def clipped_noise_bias(stddev: float = 0.3, draws: int = 40, n: int = 1000, seed
 
 
 def adversarial_training_records() -> pd.DataFrame:
-    """The 784-100-100-10 nets of the adversarial-training chapter: test error as recorded, beside the paper's."""
-    rows = []
-    for name, method in experiments.ADVERSARIAL_TRAINING_MODELS.items():
-        record = zoo.record(name)
-        key = "adversarial pool" if method.startswith("adversarial") else method
-        best = min(record["history"], key=lambda h: h["test_error"])
-        rows.append({"model": name, "training": method, "test error %": record["test_error"],
-                     "best epoch's test error %": best["test_error"],
-                     "paper (ICLR) %": paper.ADVERSARIAL_TRAINING["iclr"][key],
-                     "paper (v1) %": paper.ADVERSARIAL_TRAINING["v1"][key]})
-    return pd.DataFrame(rows).set_index("model")
+    """Chapter 4's finals, one row per method: the chosen setting, 3-seed mean and sd of test error, the paper's."""
+    return adversarial_sweep.final_table(adversarial_sweep.all_records()).set_index("method")
 
 
 def pool_differences(records: pd.DataFrame) -> dict[str, float]:
-    """From `adversarial_training_records()`: the pool's final test error minus weight decay's and dropout's (pp)."""
-    final = records.set_index("training")["test error %"]
-    return {other: round(float(final["adversarial pool"] - final[other]), 2) for other in ("weight decay", "dropout")}
+    """From `adversarial_training_records()`: the pool's mean test error minus weight decay's and dropout's (pp)."""
+    mean = records["test error % (mean)"]
+    return {other: round(float(mean["adversarial pool"] - mean[other]), 2) for other in ("weight decay", "dropout")}
 
 
 def test_error_se(records: pd.DataFrame, baseline: str = "weight decay") -> float:
     """The binomial standard error (pp) of the `baseline` network's test error on the whole MNIST test set."""
-    p = float(records.set_index("training").loc[baseline, "test error %"]) / 100
+    p = float(records.loc[baseline, "test error % (mean)"]) / 100
     return 100 * math.sqrt(p * (1 - p) / len(data.load_mnist(train=False)[1]))
 
 def global_bounds(names: Sequence[str], power_iters: int = 20) -> pd.DataFrame:

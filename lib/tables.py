@@ -7,8 +7,12 @@ from pandas.io.formats.style import Styler
 MISSING = "–"  # shown for NaN; a table that has one says why beside it
 
 
-def show(frame: pd.DataFrame, digits: int = 4, index: bool = False, missing: str = MISSING) -> Styler:
-    """`frame` for display: the index as ordinary columns (or hidden), integers as integers, floats to `digits`."""
+def show(frame: pd.DataFrame, digits: int = 4, index: bool = False, missing: str = MISSING,
+         padded: bool = False) -> Styler:
+    """`frame` for display: the index as ordinary columns (or hidden), integers as integers, floats to `digits`.
+
+    padded: space between the cells (for a table of adjacent number columns that fits the page with it).
+    """
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"expected a pandas DataFrame, got {type(frame).__name__}")
     frame = frame.reset_index(drop=not index)  # a fresh index also makes duplicate labels harmless to Styler
@@ -26,4 +30,4 @@ def show(frame: pd.DataFrame, digits: int = 4, index: bool = False, missing: str
             else:
                 formats[column] = f"{{:.{digits}g}}"  # significant digits: 0.0273, 7.38, 1234
     return (frame.style.hide(axis="index").format(formats, na_rep=missing)
-            .set_properties(**{"text-align": "right"}))
+            .set_properties(**{"text-align": "right", **({"padding": "0.15em 0.6em"} if padded else {})}))

@@ -91,15 +91,6 @@ SPECS: dict[str, ModelSpec] = {
                                  "lambda = 1e-6", lambdas=(1e-6,), hidden=(400,), epochs=30, extra=AE_EXTRA),
     "Conv": ModelSpec("conv", "Conv 32x5x5, ReLU, max-pool 2, FC 128, ReLU, dropout 0.5, softmax",
                       lambdas=(0.0, 1e-5, 1e-6), dropout=0.5, epochs=12),
-    "N100-100-10-dropout": ModelSpec("mlp", "Sigmoid 784-100-100-10, weight decay and dropout 0.2 on hidden layers",
-                                     lambdas=SIGMOID_DECAY, hidden=(100, 100), batch_size=64, dropout=0.2),
-    "N100-100-10-adv": ModelSpec("mlp", "Sigmoid 784-100-100-10, weight decay and a pool of adversarial inputs",
-                                 lambdas=SIGMOID_DECAY, hidden=(100, 100), batch_size=64,
-                                 extra={"pool": {"size": 6000, "fraction": 0.2, "layers": ("input",), "weight": 0.3}}),
-    "N100-100-10-adv-hidden": ModelSpec("mlp", "As N100-100-10-adv, plus adversarial first-hidden-layer codes "
-                                        "training the layers above", lambdas=SIGMOID_DECAY, hidden=(100, 100),
-                                        batch_size=64,
-                                        extra={"pool": {"size": 6000, "fraction": 0.2, "layers": ("input", "hidden"), "weight": 0.3}}),
     "FC100-100-10@P1-modern": ModelSpec("mlp", "Sigmoid 784-100-100-10 trained on P1", lambdas=SIGMOID_DECAY,
                                         hidden=(100, 100), train_on="P1", batch_size=64, epochs=60),
     "FC123-456-10@P1-modern": ModelSpec("mlp", "Sigmoid 784-123-456-10 trained on P1", lambdas=SIGMOID_DECAY,
@@ -202,7 +193,6 @@ def train(name: str, progress: bool = True, save: bool = True) -> nn.Sequential:
 def _train(name: str, s: ModelSpec, progress: bool, save: bool) -> nn.Sequential:
     torch.set_flush_denormal(True)
     images, labels = training_data(s.train_on)
-    snapshots: list[dict] = []  # pool examples per epoch, for models trained with an adversarial pool
     start = time.perf_counter()
     if s.arch == "autoencoder":
         model, history = _train_autoencoder_classifier(s, images, labels, progress)
@@ -215,18 +205,6 @@ def _train(name: str, s: ModelSpec, progress: bool, save: bool) -> nn.Sequential
             def on_epoch(iteration: int, m: nn.Module) -> dict:
                 return {"train_error": error_rate(m, images, labels)}
 
-        if "pool" in s.extra:
-            from .adversarial_training import AdversarialPool, pool_loss  # trains with the attack: a later module
-
-            settings = dict(s.extra["pool"])
-            weight = settings.pop("weight", 1.0)
-            pool = AdversarialPool(images, labels, seed=s.seed, **settings)
-            loss = pool_loss(pool, penalty, weight)
-
-            def on_epoch(epoch: int, m: nn.Module) -> dict:
-                snapshots.append(pool.snapshot(pool.refresh(m), m))
-                return {**_test_error_log(epoch, m), "pool_success": pool.success_rate}
-
         history = _fit(s, model, images, labels, loss, desc=name, progress=progress, on_epoch=on_epoch)
     seconds = time.perf_counter() - start
     model.eval()
@@ -234,12 +212,8 @@ def _train(name: str, s: ModelSpec, progress: bool, save: bool) -> nn.Sequential
         p.requires_grad_(False)
     if save:
         record = {"name": name, "spec": asdict(s), "train_seconds": round(seconds, 1),
-                  **errors(model), "history": history, "versions": _versions()}
+                  **errors(model), "history": history, "versions": versions()}
         _save(name, model, record)
-        if snapshots:
-            buffer = io.BytesIO()
-            torch.save({k: torch.stack([snap[k] for snap in snapshots]) for k in snapshots[0]}, buffer)
-            atomic_write_bytes(MODEL_DIR / f"{name}.pool.pt", buffer.getvalue())
     return model
 
 
@@ -266,7 +240,7 @@ def errors(model: nn.Module) -> dict[str, float]:
             "test_error": percent((predict(model, test_x) != test_y).double())}
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
     import numpy
     import torchvision
 
@@ -290,14 +264,6 @@ def fingerprint(name: str) -> str:
     if not path.exists():
         load(name)  # trains and saves it
     return hashlib.sha1(path.read_bytes()).hexdigest()[:12]
-
-
-def pool_snapshots(name: str) -> dict[str, torch.Tensor]:
-    """Per epoch, a few fresh pool examples saved while training an adversarially trained model."""
-    path = MODEL_DIR / f"{name}.pool.pt"
-    if "pool" not in spec(name).extra or not path.exists():
-        raise FileNotFoundError(f"no pool snapshots for {name!r} at {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def record(name: str) -> dict:

@@ -36,3 +36,9 @@ def test_show_hides_the_index_and_prints_counts_as_integers():
     assert tables.show(twice).to_html().count(">softmax<") == 0 and "30000" in tables.show(twice).to_html()
     with pytest.raises(TypeError, match="DataFrame"):
         tables.show([1, 2])
+
+
+def test_padded_tables_space_their_cells():
+    frame = pd.DataFrame({"mean": [1.99], "sd": [0.09]})
+    assert "padding" not in tables.show(frame).to_html()
+    assert "padding: 0.15em 0.6em" in tables.show(frame, padded=True).to_html()
