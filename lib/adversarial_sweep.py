@@ -16,6 +16,7 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -114,14 +115,18 @@ def sweep_runs(records: Sequence[RunRecord] | None = None) -> list[Run]:
         [Run("adversarial pool", pool=p) for p in _one_at_a_time(PoolSettings(), FACTORS)]
     if records is None:
         return first
-    by_run = {r.run: r for r in records}
-    pools = [by_run[run] for run in first if run.method == "adversarial pool" and run in by_run]
-    if len(pools) < sum(run.method == "adversarial pool" for run in first):
-        raise ValueError("the second stage needs every first-stage pool record")
-    best = min(pools, key=lambda r: r.validation_error).run.pool
+    best = _first_stage_best(first, {r.run: r for r in records})
     second = [Run("adversarial pool", pool=p) for p in _one_at_a_time(best, FACTORS[1:])]
     second.append(Run("adversarial pool", recipe="paper", pool=replace(best, **LBFGS_POOL)))  # the paper's optimiser
     return first + [run for run in second if run not in first]
+
+
+def _first_stage_best(first: Sequence[Run], by_run: dict[Run, RunRecord]) -> PoolSettings:
+    """The pool settings of the first stage's run with the lowest validation error (every one must have a record)."""
+    pools = [run for run in first if run.method == "adversarial pool"]
+    if not all(run in by_run for run in pools):
+        raise ValueError("the second stage needs every first-stage pool record")
+    return min(pools, key=lambda run: by_run[run].validation_error).pool
 
 
 def _one_at_a_time(centre: PoolSettings, factors: Sequence[str]) -> list[PoolSettings]:
@@ -234,8 +239,9 @@ def robustness(model: torch.nn.Module, n: int = DISTORTION_IMAGES) -> float:
     return result.distortion[moved].mean().item()
 
 
-def record_path(run: Run):
-    return FOLDER / f"{run.key}.json"
+def record_path(run: Run, suffix: str = ".json") -> Path:
+    """Where a run's record (or, with suffix ".pt" / ".pool.pt", its weights / pool snapshots) is kept."""
+    return FOLDER / f"{run.key}{suffix}"
 
 
 def save(record: RunRecord, model: torch.nn.Module | None = None, snapshots: list[dict] | None = None) -> None:
@@ -244,12 +250,12 @@ def save(record: RunRecord, model: torch.nn.Module | None = None, snapshots: lis
     if model is not None:
         buffer = io.BytesIO()
         torch.save(model.state_dict(), buffer)
-        data.atomic_write_bytes(FOLDER / f"{record.run.key}.pt", buffer.getvalue())
+        data.atomic_write_bytes(record_path(record.run, ".pt"), buffer.getvalue())
     if snapshots:
         buffer = io.BytesIO()
         stacked = {k: torch.stack([s[k] for s in snapshots]) for k in snapshots[0]}
         torch.save({k: v.half() if v.is_floating_point() else v for k, v in stacked.items()}, buffer)  # for display
-        data.atomic_write_bytes(FOLDER / f"{record.run.key}.pool.pt", buffer.getvalue())
+        data.atomic_write_bytes(record_path(record.run, ".pool.pt"), buffer.getvalue())
     data.atomic_write_bytes(record_path(record.run), payload.encode())
 
 
@@ -278,7 +284,8 @@ def load(runs: Iterable[Run]) -> list[RunRecord]:
 
 def sweep_records() -> list[RunRecord]:
     """The committed records of both stages of the sweep."""
-    return load(sweep_runs(load(sweep_runs())))
+    first = load(sweep_runs())
+    return first + load(sweep_runs(first)[len(first):])
 
 
 def all_records() -> list[RunRecord]:
@@ -289,7 +296,7 @@ def all_records() -> list[RunRecord]:
 
 def load_model(run: Run) -> torch.nn.Sequential:
     """The weights saved for a seed-0 final."""
-    path = FOLDER / f"{run.key}.pt"
+    path = record_path(run, ".pt")
     if not path.exists():
         raise FileNotFoundError(f"no weights for {run.method} ({run.setting()}) at {path}")
     model = models.sigmoid_mlp(HIDDEN, dropout=run.dropout)
@@ -299,7 +306,7 @@ def load_model(run: Run) -> torch.nn.Sequential:
 
 def pool_snapshots(run: Run) -> dict[str, torch.Tensor]:
     """Per epoch, eight fresh input-layer pool examples of a seed-0 pool final."""
-    path = FOLDER / f"{run.key}.pool.pt"
+    path = record_path(run, ".pool.pt")
     if not path.exists():
         raise FileNotFoundError(f"no pool snapshots for {run.setting()} at {path}")
     return {k: v.float() if v.is_floating_point() else v
@@ -351,8 +358,7 @@ def factor_effects(records: Sequence[RunRecord]) -> pd.DataFrame:
     stages = [(1, PoolSettings(), FACTORS, first)]
     if all(run in by_run for run in first):
         runs = sweep_runs(list(by_run.values()))
-        best = min((by_run[run] for run in first if run.method == "adversarial pool"),
-                   key=lambda r: r.validation_error).run.pool
+        best = _first_stage_best(first, by_run)
         stages.append((2, best, FACTORS[1:], [run for run in runs if run not in first] + [Run("adversarial pool",
                                                                                               pool=best)]))
     rows = []
@@ -421,14 +427,19 @@ def fit_table(records: Sequence[RunRecord]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def layers_table(records: Sequence[RunRecord]) -> pd.DataFrame:
-    """The best modern pool on each layer alone and on all three: test error mean and sd over seeds, distortion."""
+def _layer_rows(records: Sequence[RunRecord]) -> dict[str, pd.Series]:
+    """The finals' summary row of the best modern pool on each layer set, by "input", "h1", ..., "input+h1+h2"."""
     base = layer_base(records)
     table = summary(records).set_index("setting")
+    return {"+".join(layers): table.loc[replace(base, pool=replace(base.pool, layers=layers)).setting()]
+            for layers in LEVELS["layers"]}
+
+
+def layers_table(records: Sequence[RunRecord]) -> pd.DataFrame:
+    """The best modern pool on each layer alone and on all three: test error mean and sd over seeds, distortion."""
     rows = []
-    for layers in LEVELS["layers"]:
-        row = table.loc[replace(base, pool=replace(base.pool, layers=layers)).setting()]
-        rows.append({"pool layers": "+".join(layers), "test error % (mean)": round(row["test_mean"], 2),
+    for layers, row in _layer_rows(records).items():
+        rows.append({"pool layers": layers, "test error % (mean)": round(row["test_mean"], 2),
                      "sd": round(row["test_sd"], 2), "seeds": int(row["seeds"]),
                      f"mean min. distortion ({DISTORTION_IMAGES} test images)": round(row["distortion"], 4)})
     return pd.DataFrame(rows)
@@ -483,14 +494,12 @@ def findings(records: Sequence[RunRecord]) -> list[Finding]:
     main = {m: table.loc[chosen[m].setting()] for m in METHODS}
     mean = {m: float(row["test_mean"]) for m, row in main.items()}
     sd = {m: float(row["test_sd"]) for m, row in main.items()}
-    layer_means = layers_table(records).set_index("pool layers")["test error % (mean)"].to_dict()
+    layer_means = {layers: float(row["test_mean"]) for layers, row in _layer_rows(records).items()}
     iclr = paper.ADVERSARIAL_TRAINING["iclr"]
     pool, dropout, decay = mean["adversarial pool"], mean["dropout"], mean["weight decay"]
-    recipes = {recipe: table.loc[Run("weight decay", recipe=recipe).setting()] for recipe in RECIPES}
-    modern_decay_mean, modern_decay_sd = float(recipes["modern"]["test_mean"]), float(recipes["modern"]["test_sd"])
-    paper_decay_mean, paper_decay_sd = float(recipes["paper"]["test_mean"]), float(recipes["paper"]["test_sd"])
-    same = recipes[chosen["adversarial pool"].recipe]
-    same_recipe_clear = float(same["test_mean"]) - pool > sd["adversarial pool"] + float(same["test_sd"])
+    recipe = chosen["adversarial pool"].recipe
+    same = table.loc[Run("weight decay", recipe=recipe).setting()]  # weight decay under the pool's own recipe
+    same_mean, same_sd = float(same["test_mean"]), float(same["test_sd"])
 
     def clear(a: str, b: str) -> bool:
         """Mean of a below b's by more than the two seed sds together."""
@@ -500,25 +509,22 @@ def findings(records: Sequence[RunRecord]) -> list[Finding]:
         return f"{mean[m]:.2f} ± {sd[m]:.2f}"
 
     single = [layer_means[layer] for layer in LAYERS]
+    ordered = pool < dropout < decay
+    spread = ordered and not (clear("adversarial pool", "dropout") and clear("dropout", "weight decay"))
     return [
         Finding("adversarial pool < dropout < weight decay (test error)",
                 f"{iclr['adversarial pool']:g} < {iclr['dropout']:g} < {iclr['weight decay']:g} (ICLR)",
-                f"{fmt('adversarial pool')}, {fmt('dropout')}, {fmt('weight decay')} (3 seeds)",
-                pool < dropout < decay,
-                "" if pool < dropout < decay and clear("adversarial pool", "dropout") and clear("dropout", "weight decay")
-                else ("the order holds by less than the seeds' spread" if pool < dropout < decay else "")),
+                f"{fmt('adversarial pool')}, {fmt('dropout')}, {fmt('weight decay')} (3 seeds)", ordered,
+                "the order holds by less than the seeds' spread" if spread else ""),
         Finding("the pool brings test error below 1.2%", f"< {iclr['adversarial pool']:g}%",
                 f"{pool:.2f}% (3-seed mean)", pool <= iclr["adversarial pool"]),
         Finding("the pool beats weight decay alone", f"{iclr['adversarial pool']:g} vs {iclr['weight decay']:g}",
                 f"{fmt('adversarial pool')} vs {fmt('weight decay')}", clear("adversarial pool", "weight decay")),
-        Finding("the pool beats weight decay trained the same way (Adam, mini-batches)",
+        Finding(f"the pool beats weight decay trained the same way "
+                f"({'Adam, mini-batches' if recipe == 'modern' else 'full-batch L-BFGS'})",
                 f"{iclr['adversarial pool']:g} vs {iclr['weight decay']:g} (both L-BFGS in the paper)",
-                f"{fmt('adversarial pool')} vs {modern_decay_mean:.2f} ± {modern_decay_sd:.2f} (modern recipe)",
-                same_recipe_clear) if chosen["adversarial pool"].recipe == "modern" else
-        Finding("the pool beats weight decay trained the same way (full-batch L-BFGS)",
-                f"{iclr['adversarial pool']:g} vs {iclr['weight decay']:g}",
-                f"{fmt('adversarial pool')} vs {paper_decay_mean:.2f} ± {paper_decay_sd:.2f} (paper recipe)",
-                same_recipe_clear),
+                f"{fmt('adversarial pool')} vs {same_mean:.2f} ± {same_sd:.2f} ({recipe} recipe)",
+                same_mean - pool > sd["adversarial pool"] + same_sd),
         Finding("higher layers' examples are more useful", "'more useful than those on the input or lower layers'",
                 ", ".join(f"{k} {v:.2f}" for k, v in layer_means.items()) + " (3-seed means)",
                 single[2] < single[1] < single[0]),
