@@ -1,6 +1,6 @@
 """The attack since 2013: ours beside Foolbox 3 (DDN, Brendel-Bethge, C&W L2, FMN) and torchattacks (FAB).
 
-    python benchmarks/bench_peers.py [--images 100] [--conv-images 100] [--models NAME ...] [--fresh]
+    python benchmarks/bench_peers.py [--images 100] [--conv-images 100] [--models NAME ...] [--fresh] [--device cuda]
 
 Every method attacks the same correctly classified test images (the seeded subset of `--images`,
 `--conv-images` for Conv) towards the same runner-up labels, on one thread, over the step budgets of
@@ -8,7 +8,9 @@ Every method attacks the same correctly classified test images (the seeded subse
 data/results/peers/MODEL.json as soon as it finishes, so an interrupted run resumes where it stopped
 (`--fresh` starts over). Before a method is timed on a model it runs once, untimed, on two images:
 that is where Brendel-Bethge compiles its numba solver and the allocator grows its heap. Ends with
-the summary table and the verdicts, also written to data/results/peers/summary.md.
+the summary table and the verdicts, also written to data/results/peers/summary.md. With `--device cuda`
+every attack runs on the GPU (the exact QP stays on the CPU) and the results go to
+data/results/peers/cuda/ instead: the book reads the CPU results, the GPU ones sit beside them.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from tqdm import tqdm  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import lib  # noqa: E402
-from lib import attack, findings, peers, zoo  # noqa: E402
+from lib import attack, fast_attack, findings, peers, zoo  # noqa: E402
 from lib.data import load_mnist  # noqa: E402
 
 SEED = 0
@@ -37,26 +39,28 @@ SEED = 0
 
 def plan(name: str, budgets: dict[str, tuple[int, ...]]) -> list[tuple[str, int]]:
     """The (method, budget) pairs run on a model: ours first, DDN before Brendel-Bethge (its start)."""
-    order = [peers.OURS, "DDN", "BB", "C&W", "FMN", peers.FMN_FIXED, "FAB", peers.EXACT]
+    order = [peers.OURS, peers.FAST, "DDN", "BB", "C&W", "FMN", peers.FMN_FIXED, "FAB", peers.EXACT]
     pairs = [(m, b) for m in order for b in budgets.get(m, ())]
     if name not in peers.LINEAR_MODELS:
         pairs = [(m, b) for m, b in pairs if m != peers.EXACT]
     return pairs
 
 
-def provenance(name: str, requested: int, started: str) -> dict:
+def provenance(name: str, requested: int, started: str, device: str) -> dict:
     """Where a model's results came from: weights, attack version, images, versions, machine, dates."""
-    return {"weights": zoo.fingerprint(name), "attack_version": attack.VERSION, "seed": SEED, "split": "test",
+    return {"weights": zoo.fingerprint(name), "attack_version": attack.VERSION,
+            "fast_attack_version": fast_attack.VERSION, "seed": SEED, "split": "test",
             "requested_images": requested, "threads": 1, **peers.environment(), "started": started,
             "date": peers.started_at(), "command": "python benchmarks/bench_peers.py " + " ".join(sys.argv[1:]),
+            "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
             "warm_up": "each method ran once, untimed, on two images before it was timed",
             "timing": "wall seconds of the attack call over all images, one torch thread, BLAS on one thread"}
 
 
-def resumable(name: str, requested: int) -> peers.PeerRun | None:
+def resumable(name: str, requested: int, folder: Path) -> peers.PeerRun | None:
     """The model's saved run if it was made with today's weights, attack VERSION and image count, else None."""
     try:
-        run = peers.load(name)
+        run = peers.load(name, folder)
     except (FileNotFoundError, ValueError):
         return None
     if not peers.is_current(run) or run.provenance["requested_images"] != requested:
@@ -64,10 +68,11 @@ def resumable(name: str, requested: int) -> peers.PeerRun | None:
     return run
 
 
-def run_model(name: str, requested: int, budgets: dict, bar: tqdm, fresh: bool) -> peers.PeerRun:
-    """Every pending (method, budget) on one model, saving after each."""
-    model = zoo.load(name, progress=False)
-    run = None if fresh else resumable(name, requested)
+def run_model(name: str, requested: int, budgets: dict, bar: tqdm, fresh: bool, device: str,
+              folder: Path) -> peers.PeerRun:
+    """Every pending (method, budget) on one model, saving after each (to `folder`)."""
+    model = zoo.load(name, progress=False).to(device)
+    run = None if fresh else resumable(name, requested, folder)
     started = run.provenance.get("started", peers.started_at()) if run else peers.started_at()
     done = {(r.method, r.budget) for r in run.results} if run else set()
     todo = [p for p in plan(name, budgets) if p not in done]
@@ -79,15 +84,15 @@ def run_model(name: str, requested: int, budgets: dict, bar: tqdm, fresh: bool) 
         peers.run_ours(model, name, x[:2], y[:2], images[:2])  # warm-up
         bar.set_description(f"{name} ours")
         ours, result = peers.run_ours(model, name, x, y, images, c_steps=peers.BUDGETS[peers.OURS][0])
-        run = peers.PeerRun(name, images, y.numpy(), result.target.numpy(), [ours])
-        run.provenance = provenance(name, requested, started)
-        peers.save(run)
+        run = peers.PeerRun(name, images, y.cpu().numpy(), result.target.cpu().numpy(), [ours])
+        run.provenance = provenance(name, requested, started, device)
+        peers.save(run, folder)
         bar.update()
         todo = [p for p in todo if p[0] != peers.OURS]
     test_x, test_y = load_mnist(train=False)
-    x, y = test_x[torch.as_tensor(run.images)], test_y[torch.as_tensor(run.images)]
-    target = torch.as_tensor(run.targets)
-    if not torch.equal(y, torch.as_tensor(run.labels)):
+    x, y = test_x[torch.as_tensor(run.images)].to(device), test_y[torch.as_tensor(run.images)].to(device)
+    target = torch.as_tensor(run.targets).to(device)
+    if not torch.equal(y.cpu(), torch.as_tensor(run.labels)):
         raise RuntimeError(f"{name}: the saved labels do not match the test set's")
     adversarial: dict[tuple[str, int], torch.Tensor] = {}
     warmed: set[str] = set()
@@ -101,13 +106,19 @@ def run_model(name: str, requested: int, budgets: dict, bar: tqdm, fresh: bool) 
             start_seconds = next(r.seconds for r in run.results if (r.method, r.budget) == peers.BB_START)
         if method not in warmed:
             if method == peers.EXACT:
-                peers.run_exact(model, name, x[:2], target[:2], run.images[:2])
+                peers.run_exact(model.cpu(), name, x[:2].cpu(), target[:2].cpu(), run.images[:2])
+                model.to(device)
+            elif method == peers.FAST:
+                peers.run_fast(model, name, x[:2], y[:2], run.images[:2], target[:2], min(budgets[method]))
             else:
                 peers.run_peer(model, name, x[:2], target[:2], run.images[:2], method, min(budgets[method]),
                                start=None if start is None else start[:2])
             warmed.add(method)
-        if method == peers.EXACT:
-            result = peers.run_exact(model, name, x, target, run.images)
+        if method == peers.EXACT:  # scipy, on the CPU
+            result = peers.run_exact(model.cpu(), name, x.cpu(), target.cpu(), run.images)
+            model.to(device)
+        elif method == peers.FAST:
+            result = peers.run_fast(model, name, x, y, run.images, target, budget)
         else:
             result, x_adv = peers.run_peer(model, name, x, target, run.images, method, budget, start=start,
                                            start_seconds=start_seconds)
@@ -115,7 +126,7 @@ def run_model(name: str, requested: int, budgets: dict, bar: tqdm, fresh: bool) 
                 adversarial[method, budget] = x_adv
         run.results.append(result)
         run.provenance["date"] = peers.started_at()
-        peers.save(run)
+        peers.save(run, folder)
         bar.update()
     return run
 
@@ -135,7 +146,12 @@ def main() -> None:
                         help="the same for Conv (default 100; its attacks run ~10x slower than the MLPs')")
     parser.add_argument("--models", nargs="+", default=list(peers.MODELS), choices=peers.MODELS)
     parser.add_argument("--fresh", action="store_true", help="ignore saved results and start over")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="where every attack runs (default cpu, one thread: the results the book reads)")
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device here")
+    folder = peers.RESULTS_DIR if args.device == "cpu" else peers.RESULTS_DIR / args.device
     lib.setup_torch(seed=SEED)
     warnings.filterwarnings("ignore", message=".*optimizer needs to be compiled.*")  # BB's numba, warmed up
     warnings.filterwarnings("ignore", category=UserWarning, module="eagerpy")  # tensor copy-construction notices
@@ -146,19 +162,20 @@ def main() -> None:
     with lib.one_thread(), tqdm(total=total, desc="peers", unit="run") as bar:
         for name in args.models:
             runs.append(run_model(name, args.conv_images if name == "Conv" else args.images, budgets, bar,
-                                  args.fresh))
+                                  args.fresh, args.device, folder))
     wall = time.perf_counter() - start
     results = [r for run in runs for r in run.results]
     table = peers.summary(results)
     verdicts = peers.findings(results)
-    text = [f"# Peers: {len(args.models)} models, runner-up targets, one thread "
-            f"({peers.environment()['machine']['cpu']}); this session {wall / 60:.1f} min",
+    where = (f"one thread ({peers.environment()['machine']['cpu']})" if args.device == "cpu"
+             else torch.cuda.get_device_name())
+    text = [f"# Peers: {len(args.models)} models, runner-up targets, {where}; this session {wall / 60:.1f} min",
             "", markdown(table), "", "## Verdicts", ""]
     text += [f"- {f.claim}: {findings.verdict(f)} ({f.ours}; {f.paper})" for f in verdicts]
     summary = "\n".join(text) + "\n"
     print("\n" + summary)
     if set(args.models) == set(peers.MODELS):
-        (peers.RESULTS_DIR / "summary.md").write_text(summary)
+        (folder / "summary.md").write_text(summary)
     print(f"total wall time of this session: {wall:.0f} s; sum of timed attack seconds: "
           f"{np.sum([r.seconds for r in results]):.0f} s")
 

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from . import DATA_DIR, one_thread, paper
 from .attack import AttackResult, VERSION, distortion, min_distortion, predict
+from .fast_attack import VERSION as FAST_VERSION, fast_attack
 from .data import atomic_write_bytes, load_mnist, subset_indices
 from .findings import Finding
 
@@ -43,6 +44,9 @@ MODELS = (*paper.TABLE1_MODELS, "Conv")
 LINEAR_MODELS = ("softmax-1e-4", "softmax-1e-2", "softmax-1")  # where the exact QP gives the true minimum
 SPEED_MODELS = ("N100-100-10", "Conv")  # where ours is timed against DDN at equal distortion
 OURS, EXACT = "ours", "exact QP"
+FAST = "ours-fast"  # lib.fast_attack; its budget is the polish's L-BFGS iterations
+OWN = (OURS, FAST, EXACT)  # not peers: the best peer is taken over the other methods
+SPEED_FACTOR = 2.0  # target of issue #16: the fast attack >= 2x faster than DDN at the same distortion
 FMN_FIXED = "FMN*"  # Foolbox's L2 FMN with the projection onto the epsilon ball that its code leaves out
 CLOSE_ENOUGH = 1.005  # target of issue #16: ours <= 1.005 x the best peer (median per image)
 EXACT_ENOUGH = 1.01  # target of issue #16: ours <= 1.01 x the exact minimum (mean per image)
@@ -54,6 +58,9 @@ FAB_EPS = math.sqrt(PIXELS)  # FAB's norm cap: the diameter of [0,1]^784, i.e. n
 METHODS = {  # one sentence each, for the chapter
     OURS: "Szegedy et al. (2013), this book's `lib.attack`: box-constrained L-BFGS on ||r||² + c·cross-entropy, "
           "a search over c, then a shrink to the boundary and a sharpened polish; budget = L-BFGS runs per image.",
+    FAST: "this book's `lib.fast_attack`: the same box-constrained L-BFGS on the same penalty problem, run once "
+          "from a boundary point found by linearised (DeepFool) steps, with c from the constraint's multiplier; "
+          "budget = the L-BFGS run's iterations.",
     "DDN": "Decoupled Direction and Norm (Rony et al., CVPR 2019; Foolbox 3): gradient steps on the cross-entropy, "
            "projected onto an L2 sphere whose radius shrinks 5% after an adversarial iterate and grows otherwise.",
     "C&W": "Carlini & Wagner L2 (IEEE S&P 2017; Foolbox 3): Adam on ||r||² + c·max(logit margin, 0) in tanh "
@@ -68,7 +75,8 @@ METHODS = {  # one sentence each, for the chapter
            "boundary of the target, biased back towards x; one run, no restarts.",
     EXACT: "the exact minimum of the convex QP of a linear model (`attack_reference.exact_min_distortion_linear`).",
 }
-BUDGETS: dict[str, tuple[int, ...]] = {OURS: (10,), "DDN": (10, 30, 100, 300, 1000), "C&W": (100, 1000),
+BUDGETS: dict[str, tuple[int, ...]] = {OURS: (10,), FAST: (5, 10, 20, 40, 80), "DDN": (10, 30, 100, 300, 1000),
+                                       "C&W": (100, 1000),
                                        "BB": (100, 1000), "FMN": (100, 1000), FMN_FIXED: (100, 1000),
                                        "FAB": (10, 100), EXACT: (0,)}
 
@@ -89,7 +97,7 @@ class PeerResult:
 
     @property
     def label(self) -> str:
-        """'ours', 'exact QP' or METHOD-BUDGET (e.g. 'DDN-100')."""
+        """'ours', 'exact QP' or METHOD-BUDGET (e.g. 'DDN-100', 'ours-fast-20')."""
         return self.method if self.method in (OURS, EXACT) else f"{self.method}-{self.budget}"
 
     @property
@@ -125,19 +133,27 @@ def measure(model: nn.Module, x: Tensor, x_adv: Tensor, target: Tensor) -> tuple
 
 
 def attacked_images(model: nn.Module, n: int, seed: int = 0) -> tuple[np.ndarray, Tensor, Tensor]:
-    """(test-set indices, x, y) of the images of the seeded n-image test subset that the model classifies correctly."""
+    """(test-set indices, x, y) of the images of the seeded n-image test subset that the model classifies correctly.
+
+    x and y are on the model's device.
+    """
     indices = subset_indices(n, train=False, seed=seed)
     images, labels = load_mnist(train=False)
-    x, y = images[indices], labels[indices]
+    device = next(model.parameters()).device
+    x, y = images[indices].to(device), labels[indices].to(device)
     keep = predict(model, x) == y
-    return indices[keep].numpy(), x[keep], y[keep]
+    return indices[keep.cpu()].numpy(), x[keep], y[keep]
 
 
 def _timed(fn: Callable[[], Tensor]) -> tuple[Tensor, float]:
-    """(fn(), wall seconds), on one thread."""
+    """(fn(), wall seconds), on one CPU thread; on CUDA, the GPU's queued work is waited for at both ends."""
     with one_thread():
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         start = time.perf_counter()
         out = fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         return out, time.perf_counter() - start
 
 
@@ -154,6 +170,16 @@ def run_ours(model: nn.Module, name: str, x: Tensor, y: Tensor, images: np.ndarr
         raise ValueError("pass only correctly classified images (see attacked_images)")
     dist, success = measure(model, x, result.x_adv, result.target)
     return PeerResult(OURS, c_steps, name, RULE, dist, success, seconds, np.asarray(images)), result
+
+
+def run_fast(model: nn.Module, name: str, x: Tensor, y: Tensor, images: np.ndarray, target: Tensor,
+             budget: int) -> PeerResult:
+    """`lib.fast_attack` (runner-up target, `budget` polish iterations) timed on one thread; it must pick `target`."""
+    result, seconds = _timed(lambda: min_distortion(model, x, y, target=RULE, method=fast_attack, polish_steps=budget))
+    if not torch.equal(result.target.cpu(), target.cpu()):
+        raise ValueError(f"{name}: the fast attack chose other runner-up labels than the saved targets")
+    dist, success = measure(model, x, result.x_adv, result.target)
+    return PeerResult(FAST, budget, name, RULE, dist, success, seconds, np.asarray(images))
 
 
 def run_exact(model: nn.Module, name: str, x: Tensor, target: Tensor, images: np.ndarray) -> PeerResult:
@@ -186,7 +212,7 @@ def peer_attack(method: str, budget: int) -> Callable[..., Tensor]:
     elif method == "BB":
         attack = fb.attacks.L2BrendelBethgeAttack(steps=budget)
     else:
-        raise ValueError(f"unknown peer {method!r}; valid: {', '.join(m for m in METHODS if m not in (OURS, EXACT))}")
+        raise ValueError(f"unknown peer {method!r}; valid: {', '.join(m for m in METHODS if m not in OWN)}")
 
     def run(model: nn.Module, x: Tensor, target: Tensor, start: Tensor | None = None) -> Tensor:
         fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=x.device)
@@ -308,8 +334,8 @@ def save(run: PeerRun, folder: Path = RESULTS_DIR) -> Path:
     return path
 
 
-REQUIRED_PROVENANCE = ("weights", "attack_version", "seed", "split", "requested_images", "threads", "versions",
-                       "machine", "date", "command")
+REQUIRED_PROVENANCE = ("weights", "attack_version", "fast_attack_version", "seed", "split", "requested_images",
+                       "threads", "versions", "machine", "date", "command")
 
 
 def load(name: str, folder: Path = RESULTS_DIR) -> PeerRun:
@@ -345,10 +371,11 @@ def load_all(models: Sequence[str] = MODELS, folder: Path = RESULTS_DIR) -> list
 
 
 def is_current(run: PeerRun) -> bool:
-    """Whether a committed comparison was made with today's weights of its model and today's attack VERSION."""
+    """Whether a committed comparison was made with today's weights of its model and today's attack VERSIONs."""
     from . import zoo
 
-    return run.provenance["weights"] == zoo.fingerprint(run.model) and run.provenance["attack_version"] == VERSION
+    return (run.provenance["weights"] == zoo.fingerprint(run.model) and run.provenance["attack_version"] == VERSION
+            and run.provenance["fast_attack_version"] == FAST_VERSION)
 
 
 def started_at() -> str:
@@ -404,15 +431,15 @@ def summary(results: Sequence[PeerResult]) -> pd.DataFrame:
 
 def best_peer(group: Sequence[PeerResult]) -> np.ndarray:
     """Per image, the smallest distortion any peer (every method and budget but ours and the exact QP) reached."""
-    peers = [r.distortion for r in group if r.method not in (OURS, EXACT)]
+    peers = [r.distortion for r in group if r.method not in OWN]
     if not peers:
         raise ValueError(f"no peer results for {group[0].model if group else 'an empty group'}")
     return np.min(peers, axis=0)
 
 
-def ratio_to_best_peer(group: Sequence[PeerResult]) -> np.ndarray:
-    """Per image where some peer succeeded: ours / the best peer (inf where ours failed)."""
-    ours = _one(group, OURS)
+def ratio_to_best_peer(group: Sequence[PeerResult], ours: PeerResult | None = None) -> np.ndarray:
+    """Per image where some peer succeeded: ours (default the paper attack's result) / the best peer (inf: failed)."""
+    ours = _one(group, OURS) if ours is None else ours
     if ours is None:
         raise ValueError("no result of ours to compare")
     best = best_peer(group)
@@ -420,12 +447,13 @@ def ratio_to_best_peer(group: Sequence[PeerResult]) -> np.ndarray:
     return ours.distortion[keep] / best[keep]
 
 
-def ddn_match(group: Sequence[PeerResult], tolerance: float = SPEED_TOLERANCE) -> PeerResult | None:
+def ddn_match(group: Sequence[PeerResult], tolerance: float = SPEED_TOLERANCE,
+              ours: PeerResult | None = None) -> PeerResult | None:
     """The smallest-budget DDN whose mean distortion is within `tolerance` of ours (on images both reached), else None.
 
-    A DDN that fails where ours succeeds does not match.
+    ours: the result compared (default: the paper attack's). A DDN that fails where ours succeeds does not match.
     """
-    ours = _one(group, OURS)
+    ours = _one(group, OURS) if ours is None else ours
     for r in sorted((r for r in group if r.method == "DDN"), key=lambda r: r.budget):
         both = ours.success & r.success
         close = r.distortion[both].mean() <= (1 + tolerance) * ours.distortion[both].mean()
@@ -439,7 +467,7 @@ def findings(results: Sequence[PeerResult]) -> list[Finding]:
     groups = _by_model(results)
     found = []
     closest = {name: float(np.median(ratio_to_best_peer(g))) for name, g in groups.items()
-               if _one(g, OURS) and any(r.method not in (OURS, EXACT) for r in g)}
+               if _one(g, OURS) and best_peer_exists(g)}
     if closest:
         worst = max(closest, key=closest.get)
         success = min(100 * _one(groups[m], OURS).success.mean() for m in closest)
@@ -485,16 +513,99 @@ def findings(results: Sequence[PeerResult]) -> list[Finding]:
             f"({ours.seconds_per_image / match.seconds_per_image:.2g}x)",
             faster, "" if faster else f"{match.label} is {ours.seconds_per_image / match.seconds_per_image:.2g}x "
                                       "faster at the same distortion"))
+    found += [fast_finding(name, groups[name]) for name in SPEED_MODELS if name in groups
+              and _one(groups[name], FAST) and _one(groups[name], "DDN") and best_peer_exists(groups[name])]
     return found
+
+
+def best_peer_exists(group: Sequence[PeerResult]) -> bool:
+    """Whether the group holds any peer's result."""
+    return any(r.method not in OWN for r in group)
+
+
+def fast_choice(group: Sequence[PeerResult]) -> PeerResult | None:
+    """The fast attack at its smallest budget that reaches every target within CLOSE_ENOUGH x the best peer (median)."""
+    for r in sorted((r for r in group if r.method == FAST), key=lambda r: r.budget):
+        if r.success.all() and np.median(ratio_to_best_peer(group, r)) <= CLOSE_ENOUGH:
+            return r
+    return None
+
+
+def fast_table(results: Sequence[PeerResult], models: Sequence[str] = SPEED_MODELS) -> pd.DataFrame:
+    """Per model and budget of the fast attack: median ratio to the best peer, time, and DDN at that distortion."""
+    rows = []
+    for name, group in _by_model(results).items():
+        if name not in models:
+            continue
+        for r in sorted((r for r in group if r.method == FAST), key=lambda r: r.budget):
+            match = ddn_match(group, ours=r)
+            ratio = float(np.median(ratio_to_best_peer(group, r)))
+            rows.append({"model": name, "method": r.label, "success %": 100 * r.success.mean(),
+                         "median ratio to best peer": ratio,
+                         f"within {CLOSE_ENOUGH}": "yes" if r.success.all() and ratio <= CLOSE_ENOUGH else "no",
+                         "s / image": r.seconds_per_image,
+                         f"DDN within {100 * SPEED_TOLERANCE:g}%": match.label if match else "none",
+                         "DDN s / image": match.seconds_per_image if match else math.nan,
+                         "speed-up": match.seconds_per_image / r.seconds_per_image if match else math.nan})
+    return pd.DataFrame(rows)
+
+
+def gradient_change_table(models: Sequence[str] = ("N100-100-10", "AE400-10", "Conv"), images: int = 20,
+                          scales: Sequence[float] = (0.001, 0.01, 0.1), seed: int = 0) -> pd.DataFrame:
+    """Per model, the median turn of the margin's gradient near the fast attack's results (`gradient_change`).
+
+    On the correctly classified ones of `images` fixed test images, runner-up targets, at each step scale.
+    """
+    from . import zoo
+    from .fast_attack import gradient_change
+
+    x, y = load_mnist(train=False)
+    indices = subset_indices(images, train=False, seed=seed)
+    x, y = x[indices], y[indices]
+    rows = []
+    for name in models:
+        model = zoo.load(name, progress=False)
+        keep = predict(model, x) == y
+        found = min_distortion(model, x[keep], y[keep], RULE, method=fast_attack)
+        row = {"model": name, "images": int(keep.sum())}
+        for scale in scales:
+            change = gradient_change(model, x[keep], found.x_adv, found.target, scale=scale)
+            row[f"gradient change at {scale:g} ‖r‖ (median)"] = float(change.median())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def fast_finding(name: str, group: Sequence[PeerResult]) -> Finding:
+    """Issue #16's speed target for the fast attack on one model: at the distortion target, >= 2x faster than DDN."""
+    claim = f"{name}: the fast attack is {SPEED_FACTOR:g}x faster than DDN at the same distortion"
+    target = (f"target of issue #16: ours-fast at its smallest budget within {CLOSE_ENOUGH} x the best peer (median), "
+              f"≥ {SPEED_FACTOR:g}x faster than DDN at its smallest budget within {100 * SPEED_TOLERANCE:g}% of that")
+    chosen = fast_choice(group)
+    if chosen is None:
+        ratios = {r.label: (float(np.median(ratio_to_best_peer(group, r))), r) for r in group if r.method == FAST}
+        label = min(ratios, key=lambda k: ratios[k][0])
+        return Finding(claim, target, f"closest: {label}, {ratios[label][0]:.4f} x the best peer, "
+                                      f"{ratios[label][1].seconds_per_image:.3g} s/image", False,
+                       f"no budget of ours-fast comes within {CLOSE_ENOUGH} x the best peer")
+    ratio = np.median(ratio_to_best_peer(group, chosen))
+    match = ddn_match(group, ours=chosen)
+    if match is None:
+        return Finding(claim, target, f"{chosen.label} ({ratio:.4f} x the best peer); no tested DDN budget comes "
+                                      f"within {100 * SPEED_TOLERANCE:g}% of its distortion", True)
+    speedup = match.seconds_per_image / chosen.seconds_per_image
+    return Finding(claim, target, f"{chosen.label} ({ratio:.4f} x the best peer) {chosen.seconds_per_image:.3g} "
+                                  f"s/image, {match.label} {match.seconds_per_image:.3g} s/image: {speedup:.2f}x",
+                   speedup >= SPEED_FACTOR,
+                   "" if speedup >= SPEED_FACTOR else f"only {speedup:.2f}x at the distortion target")
 
 
 # ----------------------------------------------------------------------------------------------
 # The picture
 # ----------------------------------------------------------------------------------------------
 
-COLORS = {OURS: "black", "DDN": "tab:blue", "C&W": "tab:orange", "BB": "tab:green", "FMN": "tab:red",
-          FMN_FIXED: "tab:pink",          "FAB": "tab:purple", EXACT: "tab:gray"}
-MARKERS = {OURS: "*", "DDN": "o", "C&W": "s", "BB": "D", "FMN": "v", FMN_FIXED: "<", "FAB": "^", EXACT: "X"}
+COLORS = {OURS: "black", FAST: "tab:olive", "DDN": "tab:blue", "C&W": "tab:orange", "BB": "tab:green",
+          "FMN": "tab:red", FMN_FIXED: "tab:pink", "FAB": "tab:purple", EXACT: "tab:gray"}
+MARKERS = {OURS: "*", FAST: "P", "DDN": "o", "C&W": "s", "BB": "D", "FMN": "v", FMN_FIXED: "<", "FAB": "^", EXACT: "X"}
 
 
 def plot(results: Sequence[PeerResult], models: Sequence[str] | None = None, ceiling: float = 1.10):

@@ -299,6 +299,26 @@ def test_closest_matches_the_best_of_nine_attacking_two_labels(rules_case):
         min_distortion(model, x, y, target="closest", candidates=10)
 
 
+def test_closest_skips_only_labels_that_cannot_be_closer_on_a_linear_model():
+    model = random_linear(784, 10, torch.Generator().manual_seed(12))
+    x = torch.rand(12, 1, 28, 28, generator=torch.Generator().manual_seed(13))
+    y = predict(model, x)
+    exact = torch.stack([exact_min_distortion_linear(model, x, torch.full_like(y, label)).distortion
+                         for label in range(10)], 1)
+    exact[torch.arange(12), y] = torch.inf
+    estimate = attack.linearised_distance(model, x, y) / 28  # never above the true distance: the box lengthens r
+    assert (estimate <= exact * (1 + 1e-4)).all()
+    attacked = []
+
+    def counting(model, x, target, **options):
+        attacked.append(len(x))
+        return lbfgs_attack(model, x, target, **options)
+
+    closest = min_distortion(model, x, y, target="closest", candidates=9, method=counting)
+    torch.testing.assert_close(closest.distortion, exact.min(1).values, rtol=2e-3, atol=0)  # no closer label skipped
+    assert attacked[0] == 12 and sum(attacked) < 12 * 9  # every image once, few of the further labels
+
+
 def test_linearised_order_is_the_boundary_distance_of_a_linear_model():
     generator = torch.Generator().manual_seed(3)
     model = random_linear(20, 6, generator)

@@ -101,6 +101,27 @@ def test_findings_flip_with_their_inputs():
     assert peers.ddn_match(hand_made(ours=0.9)) is None  # no DDN within 0.5%: nothing to time against
 
 
+def test_fast_attack_verdict_takes_its_smallest_budget_at_the_distortion_target():
+    group = hand_made()  # DDN-100: 1.002 x ours in 2 s; BB misses image 2
+    base = np.array([0.03, 0.04, 0.05])
+    fast = [result(peers.FAST, budget, base * ratio, seconds, "N100-100-10")
+            for budget, ratio, seconds in [(5, 1.02, 0.2), (20, 1.003, 0.5), (80, 1.0, 1.5)]]
+    assert peers.fast_choice(group + fast).label == "ours-fast-20"  # 5 steps: 2% above the best peer
+    assert peers.best_peer(group + fast) == pytest.approx(peers.best_peer(group))  # ours are not peers
+    verdict = peers.fast_finding("N100-100-10", group + fast)
+    assert verdict.holds and "ours-fast-20" in verdict.ours and "DDN-100" in verdict.ours  # 2 s / 0.5 s = 4x
+    slow = [result(peers.FAST, 20, base * 1.003, 1.5, "N100-100-10")]
+    assert not peers.fast_finding("N100-100-10", group + slow).holds  # 2 s / 1.5 s < 2x
+    far = [result(peers.FAST, 20, base * 1.02, 0.1, "N100-100-10")]
+    assert peers.fast_choice(group + far) is None and not peers.fast_finding("N100-100-10", group + far).holds
+    table = peers.fast_table(group + fast)
+    assert list(table["method"]) == ["ours-fast-5", "ours-fast-20", "ours-fast-80"]
+    assert list(table["within 1.005"]) == ["no", "yes", "yes"]
+    assert table["speed-up"].tolist() == pytest.approx([2 / 0.2, 2 / 0.5, 2 / 1.5])
+    claims = [f.claim for f in peers.findings(group + fast)]
+    assert claims[-1].startswith("N100-100-10: the fast attack")
+
+
 def test_best_peer_takes_the_closest_success_per_image():
     group = hand_made(ours=1.0)
     assert peers.best_peer(group) == pytest.approx([0.03, 0.04 * 1.002, 0.05])
@@ -140,5 +161,5 @@ def test_committed_results_are_current_and_complete(name):
     assert np.array_equal(np.flatnonzero(correct.numpy()).size, len(run.images))
     assert np.array_equal(runner_up(model, x[correct]).numpy(), run.targets)  # the runner-up rule
     methods = {r.method for r in run.results}
-    assert {OURS, "DDN", "BB", "C&W", "FMN", "FAB"} <= methods
+    assert {OURS, peers.FAST, "DDN", "BB", "C&W", "FMN", "FAB"} <= methods
     assert (EXACT in methods) == (name in peers.LINEAR_MODELS)
