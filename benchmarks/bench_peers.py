@@ -1,4 +1,4 @@
-"""The attack since 2013: ours beside Foolbox 3 (DDN, Brendel-Bethge, C&W L2, FMN) and torchattacks (FAB).
+"""The attack since 2013: ours and ours-fast beside Foolbox 3 (DDN, Brendel-Bethge, C&W, FMN) and torchattacks (FAB).
 
     python benchmarks/bench_peers.py [--images 100] [--conv-images 100] [--models NAME ...] [--fresh] [--device cuda]
 
