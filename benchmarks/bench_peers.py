@@ -9,7 +9,7 @@ data/results/peers/MODEL.json as soon as it finishes, so an interrupted run resu
 (`--fresh` starts over). Before a method is timed on a model it runs once, untimed, on two images:
 that is where Brendel-Bethge compiles its numba solver and the allocator grows its heap. Ends with
 the summary table and the verdicts, also written to data/results/peers/summary.md. With `--device cuda`
-every attack runs on the GPU (the exact QP stays on the CPU) and the results go to
+every attack runs on the GPU (the exact QP's scipy solver on the CPU) and the results go to
 data/results/peers/cuda/ instead: the book reads the CPU results, the GPU ones sit beside them.
 """
 from __future__ import annotations
@@ -106,17 +106,15 @@ def run_model(name: str, requested: int, budgets: dict, bar: tqdm, fresh: bool, 
             start_seconds = next(r.seconds for r in run.results if (r.method, r.budget) == peers.BB_START)
         if method not in warmed:
             if method == peers.EXACT:
-                peers.run_exact(model.cpu(), name, x[:2].cpu(), target[:2].cpu(), run.images[:2])
-                model.to(device)
+                peers.run_exact(model, name, x[:2], target[:2], run.images[:2])
             elif method == peers.FAST:
                 peers.run_fast(model, name, x[:2], y[:2], run.images[:2], target[:2], min(budgets[method]))
             else:
                 peers.run_peer(model, name, x[:2], target[:2], run.images[:2], method, min(budgets[method]),
                                start=None if start is None else start[:2])
             warmed.add(method)
-        if method == peers.EXACT:  # scipy, on the CPU
-            result = peers.run_exact(model.cpu(), name, x.cpu(), target.cpu(), run.images)
-            model.to(device)
+        if method == peers.EXACT:
+            result = peers.run_exact(model, name, x, target, run.images)
         elif method == peers.FAST:
             result = peers.run_fast(model, name, x, y, run.images, target, budget)
         else:

@@ -83,10 +83,17 @@ def margin_loss(logits: Tensor, target: Tensor) -> Tensor:
     return (-logit_margin(logits, target)).clamp_min(0)
 
 
-def sharp_cross_entropy(logits: Tensor, target: Tensor, temperature: float, kappa: float) -> Tensor:
-    """T log(1 + sum_{j != l} exp((z_j - z_l + kappa) / T)): cross-entropy at T=1, kappa=0; a hinge as T -> 0."""
+def sharp_cross_entropy(
+    logits: Tensor, target: Tensor, temperature: float | Tensor, kappa: float | Tensor
+) -> Tensor:
+    """T log(1 + sum_{j != l} exp((z_j - z_l + kappa) / T)): cross-entropy at T=1, kappa=0; a hinge as T -> 0.
+
+    temperature and kappa: numbers, or one per example ([M] tensors).
+    """
+    temperature = temperature[:, None] if isinstance(temperature, Tensor) else temperature
+    kappa = kappa[:, None] if isinstance(kappa, Tensor) else kappa
     shifted = (logits - logits.gather(1, target[:, None]) + kappa) / temperature
-    return temperature * torch.logsumexp(shifted.scatter(1, target[:, None], 0.0), 1)
+    return (temperature * torch.logsumexp(shifted.scatter(1, target[:, None], 0.0), 1, keepdim=True)).squeeze(1)
 
 
 LOSSES: dict[str, LossFn] = {"ce": cross_entropy_loss, "margin": margin_loss}

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from . import lbfgsb
 from .attack import (AttackResult, BOUNDARY_MARGIN, _check_attack, _evaluating, _multiplier_estimate, distortion,
-                     lbfgs_attack, logit_margin, predict)
+                     lbfgs_attack, logit_margin, predict, sharp_cross_entropy)
 
 POLISH_STEPS = 20  # L-BFGS iterations of the one polish run
 TEMPERATURE = 0.05  # the polish's temperature (and margin), as a fraction of |margin at x|; chosen on training images
@@ -86,19 +86,25 @@ def fast_attack(
 
 
 def _polish_objective(model: nn.Module, x: Tensor, target: Tensor, c: Tensor, temperature: Tensor) -> lbfgsb.Objective:
-    """||z - x||^2 + c T log(1 + sum_{j != l} exp((z_j - z_l + T) / T)): `sharp_cross_entropy`, T = kappa per image."""
+    """||z - x||^2 + c `sharp_cross_entropy` with temperature = kappa = T, one T per image."""
     x_flat, shape = x.flatten(1), x.shape[1:]
 
     def objective(z: Tensor, rows: Tensor) -> Tensor:
         r = z - x_flat.index_select(0, rows)
-        logits = model(z.view(-1, *shape))
-        t = target.index_select(0, rows)
-        scale = temperature.index_select(0, rows)[:, None]
-        shifted = (logits - logits.gather(1, t[:, None]) + scale) / scale
-        loss = scale.squeeze(1) * torch.logsumexp(shifted.scatter(1, t[:, None], 0.0), 1)
+        t = temperature.index_select(0, rows)
+        loss = sharp_cross_entropy(model(z.view(-1, *shape)), target.index_select(0, rows), t, t)
         return torch.linalg.vecdot(r, r) + c.index_select(0, rows) * loss
 
     return objective
+
+
+def _margin_objective(model: nn.Module, target: Tensor, shape: torch.Size) -> lbfgsb.Objective:
+    """(z [M,D], rows [M]) -> the logit margin z_l - max_{j != l} z_j of each row, l its target."""
+
+    def margin(z: Tensor, rows: Tensor) -> Tensor:
+        return logit_margin(model(z.view(-1, *shape)), target.index_select(0, rows))
+
+    return margin
 
 
 def linearised_start(model: nn.Module, x: Tensor, target: Tensor, steps: int) -> tuple[Tensor, Tensor]:
@@ -107,14 +113,10 @@ def linearised_start(model: nn.Module, x: Tensor, target: Tensor, steps: int) ->
     Each step moves z to the nearest point of [0,1]^D where the margin's linearisation at z reaches
     OVERSHOOT; rows leave as soon as argmax f(z) = target, so an image costs its own number of steps.
     """
-    shape = x.shape[1:]
+    margin = _margin_objective(model, target, x.shape[1:])
     z = x.flatten(1).clone()
     reached = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     todo = torch.arange(len(x), device=x.device)
-
-    def margin(z: Tensor, rows: Tensor) -> Tensor:
-        return logit_margin(model(z.view(-1, *shape)), target.index_select(0, rows))
-
     for step in range(steps + 1):
         m, g = lbfgsb.value_and_grad(margin, z[todo], todo)
         now = m > 0
@@ -197,10 +199,7 @@ def gradient_change(
         raise ValueError(f"directions must be a positive integer, got {directions!r}")
     z = x_adv.detach().flatten(1)
     rows = torch.arange(len(z), device=z.device)
-
-    def margin(z: Tensor, rows: Tensor) -> Tensor:
-        return logit_margin(model(z.view(-1, *x.shape[1:])), target.index_select(0, rows))
-
+    margin = _margin_objective(model, target, x.shape[1:])
     generator = torch.Generator().manual_seed(seed)
     changes = []
     with _evaluating(model):

@@ -187,7 +187,7 @@ def run_exact(model: nn.Module, name: str, x: Tensor, target: Tensor, images: np
     from .attack_reference import exact_min_distortion_linear
 
     exact, seconds = _timed(lambda: exact_min_distortion_linear(model, x, target))
-    dist = exact.distortion.double().numpy()
+    dist = exact.distortion.double().cpu().numpy()
     return PeerResult(EXACT, 0, name, RULE, np.where(np.isfinite(dist), dist, np.inf), np.isfinite(dist),
                       seconds, np.asarray(images), note="the QP's optimum (it ties the target, not beats it)")
 
@@ -454,7 +454,7 @@ def ddn_match(group: Sequence[PeerResult], tolerance: float = SPEED_TOLERANCE,
     ours: the result compared (default: the paper attack's). A DDN that fails where ours succeeds does not match.
     """
     ours = _one(group, OURS) if ours is None else ours
-    for r in sorted((r for r in group if r.method == "DDN"), key=lambda r: r.budget):
+    for r in _by_budget(group, "DDN"):
         both = ours.success & r.success
         close = r.distortion[both].mean() <= (1 + tolerance) * ours.distortion[both].mean()
         if both.sum() == ours.success.sum() and close:
@@ -523,12 +523,24 @@ def best_peer_exists(group: Sequence[PeerResult]) -> bool:
     return any(r.method not in OWN for r in group)
 
 
+def _by_budget(group: Sequence[PeerResult], method: str) -> list[PeerResult]:
+    """The group's results of `method`, smallest budget first."""
+    return sorted((r for r in group if r.method == method), key=lambda r: r.budget)
+
+
+def _median_to_best_peer(group: Sequence[PeerResult], result: PeerResult) -> float:
+    """The median per-image ratio of `result` (one of ours) to the best peer."""
+    return float(np.median(ratio_to_best_peer(group, result)))
+
+
+def _meets_distortion_target(group: Sequence[PeerResult], result: PeerResult) -> bool:
+    """Whether `result` reached every target, within CLOSE_ENOUGH x the best peer (median per image)."""
+    return bool(result.success.all()) and _median_to_best_peer(group, result) <= CLOSE_ENOUGH
+
+
 def fast_choice(group: Sequence[PeerResult]) -> PeerResult | None:
     """The fast attack at its smallest budget that reaches every target within CLOSE_ENOUGH x the best peer (median)."""
-    for r in sorted((r for r in group if r.method == FAST), key=lambda r: r.budget):
-        if r.success.all() and np.median(ratio_to_best_peer(group, r)) <= CLOSE_ENOUGH:
-            return r
-    return None
+    return next((r for r in _by_budget(group, FAST) if _meets_distortion_target(group, r)), None)
 
 
 def fast_table(results: Sequence[PeerResult], models: Sequence[str] = SPEED_MODELS) -> pd.DataFrame:
@@ -537,12 +549,11 @@ def fast_table(results: Sequence[PeerResult], models: Sequence[str] = SPEED_MODE
     for name, group in _by_model(results).items():
         if name not in models:
             continue
-        for r in sorted((r for r in group if r.method == FAST), key=lambda r: r.budget):
+        for r in _by_budget(group, FAST):
             match = ddn_match(group, ours=r)
-            ratio = float(np.median(ratio_to_best_peer(group, r)))
             rows.append({"model": name, "method": r.label, "success %": 100 * r.success.mean(),
-                         "median ratio to best peer": ratio,
-                         f"within {CLOSE_ENOUGH}": "yes" if r.success.all() and ratio <= CLOSE_ENOUGH else "no",
+                         "median ratio to best peer": _median_to_best_peer(group, r),
+                         f"within {CLOSE_ENOUGH}": "yes" if _meets_distortion_target(group, r) else "no",
                          "s / image": r.seconds_per_image,
                          f"DDN within {100 * SPEED_TOLERANCE:g}%": match.label if match else "none",
                          "DDN s / image": match.seconds_per_image if match else math.nan,
@@ -559,17 +570,14 @@ def gradient_change_table(models: Sequence[str] = ("N100-100-10", "AE400-10", "C
     from . import zoo
     from .fast_attack import gradient_change
 
-    x, y = load_mnist(train=False)
-    indices = subset_indices(images, train=False, seed=seed)
-    x, y = x[indices], y[indices]
     rows = []
     for name in models:
         model = zoo.load(name, progress=False)
-        keep = predict(model, x) == y
-        found = min_distortion(model, x[keep], y[keep], RULE, method=fast_attack)
-        row = {"model": name, "images": int(keep.sum())}
+        _, x, y = attacked_images(model, images, seed)
+        found = min_distortion(model, x, y, RULE, method=fast_attack)
+        row = {"model": name, "images": len(x)}
         for scale in scales:
-            change = gradient_change(model, x[keep], found.x_adv, found.target, scale=scale)
+            change = gradient_change(model, x, found.x_adv, found.target, scale=scale)
             row[f"gradient change at {scale:g} ‖r‖ (median)"] = float(change.median())
         rows.append(row)
     return pd.DataFrame(rows)
@@ -582,12 +590,11 @@ def fast_finding(name: str, group: Sequence[PeerResult]) -> Finding:
               f"≥ {SPEED_FACTOR:g}x faster than DDN at its smallest budget within {100 * SPEED_TOLERANCE:g}% of that")
     chosen = fast_choice(group)
     if chosen is None:
-        ratios = {r.label: (float(np.median(ratio_to_best_peer(group, r))), r) for r in group if r.method == FAST}
-        label = min(ratios, key=lambda k: ratios[k][0])
-        return Finding(claim, target, f"closest: {label}, {ratios[label][0]:.4f} x the best peer, "
-                                      f"{ratios[label][1].seconds_per_image:.3g} s/image", False,
+        closest = min(_by_budget(group, FAST), key=lambda r: _median_to_best_peer(group, r))
+        return Finding(claim, target, f"closest: {closest.label}, {_median_to_best_peer(group, closest):.4f} x the "
+                                      f"best peer, {closest.seconds_per_image:.3g} s/image", False,
                        f"no budget of ours-fast comes within {CLOSE_ENOUGH} x the best peer")
-    ratio = np.median(ratio_to_best_peer(group, chosen))
+    ratio = _median_to_best_peer(group, chosen)
     match = ddn_match(group, ours=chosen)
     if match is None:
         return Finding(claim, target, f"{chosen.label} ({ratio:.4f} x the best peer); no tested DDN budget comes "
