@@ -1,6 +1,7 @@
 """Command line: `python -m lib train NAME|all`, `python -m lib table1 [--images all]`, `python -m lib decay-readings`,
 `python -m lib word-vectors [--corpus wordnet|text8]`,
-`python -m lib adversarial-training [--stage sweep|finals|all]`, `python -m lib names`."""
+`python -m lib adversarial-training [--stage sweep|finals|all]`, `python -m lib imagenet [--stage ...]`,
+`python -m lib names`."""
 from __future__ import annotations
 
 import argparse
@@ -98,6 +99,53 @@ def _adversarial_training(args: argparse.Namespace) -> None:
     print(f"total {time.perf_counter() - start:.1f} s wall clock")
 
 
+def _imagenet(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from . import imagenet, natural_images, quantise, setup_torch
+
+    setup_torch()  # one thread, fixed seed: the same tables on every run
+    networks = args.networks.split(",") if args.networks else list(imagenet.LITE_NAMES)
+    for name in networks:
+        if name not in imagenet.LITE_NAMES:
+            raise ValueError(f"--networks takes EfficientNet-Lite names {imagenet.LITE_NAMES}, got {name!r}")
+    stages = ("attacks", "grid", "evaluate", "bounds") if args.stage == "all" else (args.stage,)
+    start = time.perf_counter()
+    if "attacks" in stages:
+        used = natural_images.used_photos(natural_images.top1_table())
+        print(f"photos top-1 correct for all three networks: {', '.join(used)}", flush=True)
+        todo = [(n, rule) for n in networks for rule in natural_images.RULES
+                if args.fresh or not natural_images.attacks_are_current(n, rule, used)]
+        print(f"{len(todo)} of {len(networks) * len(natural_images.RULES)} attack runs to do "
+              f"(the others are committed and current)", flush=True)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=max(1, args.workers), mp_context=context) as pool:
+            jobs = [pool.submit(natural_images.attack_and_save, n, rule, used, args.device) for n, rule in todo]
+            for job in tqdm(as_completed(jobs), total=len(jobs), desc="attack runs", mininterval=5):
+                tqdm.write(job.result())
+    if "grid" in stages:
+        for n in networks:
+            for rule in natural_images.RULES:
+                run = natural_images.load_attacks(n, rule)
+                if args.fresh or run.meta.get("grid_version") != quantise.VERSION:
+                    run = natural_images.add_grid(run)
+                    natural_images.save_attacks(run)
+                    print(f"{n} {rule}: 8-bit {int(run.success_8bit.sum())}/{len(run.photos)}, distortion "
+                          f"{run.distortion_8bit.mean():.5f} ({run.distortion_8bit.mean() / run.distortion.mean():.2f}x "
+                          f"the float one), {run.meta['grid_seconds']:.0f} s", flush=True)
+    if "evaluate" in stages:
+        result = natural_images.evaluate()
+        print(f"evaluation: {len(result['survival'])} survival rows, {len(result['transfer'])} transfer rows, "
+              f"{result['seconds']:.0f} s", flush=True)
+    if "bounds" in stages:
+        from . import imagenet_bounds
+
+        table, provenance = imagenet_bounds.load_table(imagenet_bounds.write_lite_table("efficientnet-lite0"))
+        print(f"Table 5 on efficientnet-lite0: {len(table)} rows, global bound {imagenet_bounds.global_bound(table):.4g}, "
+              f"{provenance['seconds']:.0f} s")
+    print(f"total {time.perf_counter() - start:.1f} s wall clock")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -131,6 +179,17 @@ def main(argv: list[str] | None = None) -> int:
                                   "chosen ones on all 60,000 with 3 seeds, tested once (default: all)")
     adversarial.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                              help="parallel training processes of one thread each (default: up to 2)")
+    images = sub.add_parser("imagenet", help="the natural-images chapter: the paper's attack on the bundled photos for "
+                            "EfficientNet-Lite0/1/2, what the examples survive, Table 5 on lite0 (data/results/imagenet/)")
+    images.add_argument("--stage", default="all", choices=["attacks", "grid", "evaluate", "bounds", "all"],
+                        help="attacks: resumable, one run per network and target rule; grid: the 8-bit examples "
+                             "of the committed runs again (where quantise.VERSION changed); evaluate: 8-bit, PNG and "
+                             "JPEG survival, transfer and noise; bounds: Table 5 on lite0 (default: all)")
+    images.add_argument("--networks", help="comma-separated EfficientNet-Lite names (default: all three)")
+    images.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    images.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                        help="attack runs in parallel, one thread each (default: up to 2)")
+    images.add_argument("--fresh", action="store_true", help="redo the committed attack runs")
     sub.add_parser("names", help="list the zoo's model names")
     args = parser.parse_args(argv)
     try:
@@ -142,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             _decay_readings()
         elif args.command == "adversarial-training":
             _adversarial_training(args)
+        elif args.command == "imagenet":
+            _imagenet(args)
         elif args.command == "word-vectors":
             _word_vectors(args)
         else:

@@ -142,3 +142,36 @@ def pairs_grid(originals: torch.Tensor, others: torch.Tensor, titles: Sequence[s
     """Figure 7's layout: each original beside its distorted version (originals odd, others even columns)."""
     interleaved = torch.stack([originals, others], 1).flatten(0, 1)
     return image_grid(interleaved, titles, ncols=2 * ncols, suptitle=suptitle)
+
+
+def magnified_difference(x: np.ndarray, x_adv: np.ndarray, factor: float = 10.0) -> np.ndarray:
+    """Figure 5's middle column: (x_adv - x) x factor in grey levels, shifted by 128 and clamped, as uint8 [H,W,3].
+
+    x and x_adv: [3,H,W] in [0,1].
+    """
+    difference = (np.asarray(x_adv, dtype=np.float64) - np.asarray(x, dtype=np.float64)) * 255 * factor + 128
+    return np.clip(np.round(difference), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+def figure5_rows(rows: Sequence[dict], factor: float = 10.0, suptitle: str | None = None) -> plt.Figure:
+    """Figure 5's layout, one row per example: original, difference x factor (+128, clamped), adversarial.
+
+    Each row is a dict with x and x_adv ([3,H,W] in [0,1]) and the captions under the original and the
+    adversarial image (`before`, `after`), e.g. "Egyptian cat 0.51".
+    """
+    if not rows:
+        raise ValueError("no examples to draw")
+    fig, axes = plt.subplots(len(rows), 3, figsize=(MAX_WIDTH_IN * 0.8, 2.5 * len(rows) + 0.4), squeeze=False,
+                             layout="constrained")
+    for ax_row, row in zip(axes, rows):
+        images = [np.asarray(row["x"]).transpose(1, 2, 0), magnified_difference(row["x"], row["x_adv"], factor),
+                  np.clip(np.asarray(row["x_adv"]), 0, 1).transpose(1, 2, 0)]
+        captions = [row["before"], f"difference x {factor:g} (+128)", row["after"]]
+        for ax, image, caption in zip(ax_row, images, captions):
+            ax.imshow(image, interpolation="nearest")
+            ax.set_xlabel(_wrap(caption, MAX_WIDTH_IN * 0.8 / 3, TEXT_PT), fontsize=TEXT_PT)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    if suptitle:
+        fig.suptitle(_wrap(suptitle, MAX_WIDTH_IN * 0.8, TITLE_PT), fontsize=TITLE_PT)
+    return fig

@@ -45,7 +45,23 @@ def _check_weight(weight: torch.Tensor) -> torch.Tensor:
     return weight.detach()
 
 
-def conv_singular_values_fft(weight: torch.Tensor, input_size: Size) -> torch.Tensor:
+def _check_groups(weight: torch.Tensor, groups: int) -> int:
+    """The number of groups of a conv weight [out, in / groups, kh, kw], else ValueError."""
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or weight.shape[0] % groups:
+        raise ValueError(f"groups must be a positive int dividing the {weight.shape[0]} output channels, "
+                         f"got {groups!r}")
+    return groups
+
+
+def _top_singular_values(blocks: torch.Tensor, vectors_by_norm: bool) -> torch.Tensor:
+    """Largest singular value of each matrix in a batch [..., a, b]; a vector's norm when a or b is 1 and asked."""
+    if vectors_by_norm and min(blocks.shape[-2:]) == 1:  # depthwise: a batched SVD of 1 x n blocks is slow
+        return blocks.abs().square().sum((-2, -1)).sqrt()
+    with one_thread():
+        return torch.linalg.svdvals(blocks)[..., 0]
+
+
+def conv_singular_values_fft(weight: torch.Tensor, input_size: Size, groups: int = 1) -> torch.Tensor:
     """All singular values of the stride-1 circular convolution on an h x w input, as [h, w, min(out, in)].
 
     Entry [i, j] holds the singular values (descending) of the out x in matrix W^(i, j) = DFT of the
@@ -56,16 +72,34 @@ def conv_singular_values_fft(weight: torch.Tensor, input_size: Size) -> torch.Te
     nn.Conv2d computes a cross-correlation, a convolution with the flipped kernel. For a real kernel
     the flip conjugates its DFT, and a conjugated matrix has the same singular values, so flipping
     changes nothing here.
+
+    A grouped conv (weight [out, in / groups, kh, kw]) is block-diagonal over its groups, so its
+    singular values are the union of the groups': the last axis then has groups * min(out / groups, in / groups).
     """
     weight = _check_weight(weight)
+    groups = _check_groups(weight, groups)
     h, w = _pair(input_size, "input_size")
     kh, kw = weight.shape[-2:]
     if kh > h or kw > w:
         raise ValueError(f"kernel {kh}x{kw} is larger than the {h}x{w} input")
-    # A real kernel has W^(-xi) = conj(W^(xi)), with the same singular values: do half the frequencies.
-    half = torch.fft.rfft2(weight, s=(h, w)).permute(2, 3, 0, 1)  # [h, w//2 + 1, out, in]
-    with one_thread():
-        sv_half = torch.linalg.svdvals(half)
+    if kh == kw == 1:  # the DFT of a 1x1 kernel is the same matrix at every frequency
+        with one_thread():
+            sv = torch.linalg.svdvals(weight[..., 0, 0].reshape(groups, -1, weight.shape[1]))
+        return sv.flatten().sort(descending=True).values.expand(h, w, -1).clone()
+    if groups > 1:
+        per_group = weight.reshape(groups, -1, *weight.shape[1:])  # [groups, out / groups, in / groups, kh, kw]
+        half = torch.fft.rfft2(per_group, s=(h, w)).permute(3, 4, 0, 1, 2)  # [h, w//2 + 1, groups, out/g, in/g]
+        if min(half.shape[-2:]) == 1:
+            sv_half = half.abs().square().sum((-2, -1)).sqrt()[..., None]
+        else:
+            with one_thread():
+                sv_half = torch.linalg.svdvals(half)
+        sv_half = sv_half.flatten(-2).sort(dim=-1, descending=True).values
+    else:
+        # A real kernel has W^(-xi) = conj(W^(xi)), with the same singular values: do half the frequencies.
+        half = torch.fft.rfft2(weight, s=(h, w)).permute(2, 3, 0, 1)  # [h, w//2 + 1, out, in]
+        with one_thread():
+            sv_half = torch.linalg.svdvals(half)
     rows, cols = torch.arange(h)[:, None], torch.arange(w)[None, :]
     mirrored = cols > w // 2
     return sv_half[torch.where(mirrored, -rows % h, rows), torch.where(mirrored, w - cols, cols)]
@@ -92,17 +126,30 @@ def conv_upper_bound(weight: torch.Tensor, input_size: Size, stride: Size = 1) -
     corner: no output ever wraps around), so the value is an upper bound for every padding, and it
     is exact for circular padding on the m-torus.
     """
+    return grouped_conv_upper_bound(weight, input_size, stride, groups=1)
+
+
+def grouped_conv_upper_bound(weight: torch.Tensor, input_size: Size, stride: Size = 1, groups: int = 1) -> float:
+    """`conv_upper_bound` of a grouped conv (weight [out, in / groups, kh, kw]): the max over its groups.
+
+    The groups see disjoint input channels and write disjoint output channels, so the layer is
+    block-diagonal over them and its norm is the largest group's. For a depthwise conv
+    (groups = in = out) each block A(xi) is 1 x s^2, so its norm is the Euclidean norm of the s^2
+    aliased DFT values divided by s. A 1x1 kernel has the same DFT at every frequency, so its value
+    does not depend on the torus, and we take the smallest one (the stride) along that axis.
+    """
     weight = _check_weight(weight)
+    groups = _check_groups(weight, groups)
     (h, w), (sh, sw) = _pair(input_size, "input_size"), _pair(stride, "stride")
     kh, kw = weight.shape[-2:]
-    mh, mw = math.ceil((h + kh - 1) / sh) * sh, math.ceil((w + kw - 1) / sw) * sw
-    spectrum = torch.fft.fft2(weight, s=(mh, mw))  # [out, in, mh, mw]; row freq = l1 * (mh/sh) + xi1
-    out, inp = weight.shape[:2]
-    folded = spectrum.reshape(out, inp, sh, mh // sh, sw, mw // sw).permute(3, 5, 0, 1, 2, 4)
-    blocks = folded.reshape(mh // sh, mw // sw, out, inp * sh * sw) / math.sqrt(sh * sw)
-    blocks = blocks[:, : mw // sw // 2 + 1]  # A(-xi) = conj(A(xi)) for a real kernel: half the grid suffices
-    with one_thread():
-        return torch.linalg.svdvals(blocks)[..., 0].max().item()
+    mh = sh if kh == 1 else math.ceil((h + kh - 1) / sh) * sh
+    mw = sw if kw == 1 else math.ceil((w + kw - 1) / sw) * sw
+    out, inp = weight.shape[0] // groups, weight.shape[1]
+    spectrum = torch.fft.fft2(weight.reshape(groups, out, inp, kh, kw), s=(mh, mw))  # row freq = l1 * (mh/sh) + xi1
+    folded = spectrum.reshape(groups, out, inp, sh, mh // sh, sw, mw // sw).permute(0, 4, 6, 1, 2, 3, 5)
+    blocks = folded.reshape(groups, mh // sh, mw // sw, out, inp * sh * sw) / math.sqrt(sh * sw)
+    blocks = blocks[:, :, : mw // sw // 2 + 1]  # A(-xi) = conj(A(xi)) for a real kernel: half the grid suffices
+    return _top_singular_values(blocks, vectors_by_norm=groups > 1).max().item()  # groups=1: as before, by SVD
 
 
 def _check_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
@@ -177,16 +224,17 @@ def _fc_row(layer: nn.Linear, shape: tuple[int, ...], power_iters: int) -> dict:
 
 
 def _conv_row(layer: nn.Conv2d, shape: tuple[int, ...], power_iters: int) -> dict:
-    """Table entries of a convolution layer."""
-    if layer.groups != 1 or layer.dilation != (1, 1) or layer.padding_mode != "zeros":
-        raise ValueError(f"only zero-padded convolutions with groups=1, dilation=1 are supported, got {layer}")
+    """Table entries of a convolution layer (grouped ones too: the max over the groups)."""
+    if layer.dilation != (1, 1) or layer.padding_mode != "zeros":
+        raise ValueError(f"only zero-padded convolutions with dilation=1 are supported, got {layer}")
     w = layer.weight.detach()
     row = dict(kind="conv", weight_shape="x".join(map(str, w.shape)), stride=str(layer.stride),
-               padding=str(layer.padding), paper_bound=conv_upper_bound(w, shape[1:], layer.stride),
+               padding=str(layer.padding),
+               paper_bound=grouped_conv_upper_bound(w, shape[1:], layer.stride, layer.groups),
                power_norm=power_iteration_norm(layer, shape, power_iters))
     if layer.stride == (1, 1) and w.shape[-2] <= shape[-2] and w.shape[-1] <= shape[-1]:
-        sv = conv_singular_values_fft(w, shape[1:])
-        injective = w.shape[0] >= w.shape[1]
+        sv = conv_singular_values_fft(w, shape[1:], layer.groups)
+        injective = w.shape[0] // layer.groups >= w.shape[1]
         row.update(exact_norm=sv.max().item(), lower_bound=sv[..., -1].min().item() if injective else 0.0)
     return row
 

@@ -15,6 +15,7 @@ from lib.spectral import (
     fc_bounds,
     frequency_spectrum,
     global_upper_bound,
+    grouped_conv_upper_bound,
     layer_bounds,
     local_lipschitz,
     power_iteration_norm,
@@ -125,6 +126,107 @@ def test_paper_bound_is_exact_strided_circular_norm(stride):
 def test_stride_normalization_on_identity_kernel():
     identity = torch.ones(1, 1, 1, 1)
     assert conv_upper_bound(identity, 8, 2) == pytest.approx(1.0)  # subsampling keeps norm 1, not 1/stride
+
+
+def grouped_weight(seed: int, out: int, inp: int, groups: int, k: int = 3) -> torch.Tensor:
+    return random_weight(seed, (out, inp // groups, k, k))
+
+
+def grouped_zero_padded_matrix(weight: torch.Tensor, size: int, stride: int, padding: int, groups: int) -> np.ndarray:
+    """A grouped nn.Conv2d's linear map as a matrix: F.conv2d applied to every basis image."""
+    inp = weight.shape[1] * groups
+    basis = torch.eye(inp * size * size, dtype=weight.dtype).reshape(-1, inp, size, size)
+    return F.conv2d(basis, weight, stride=stride, padding=padding, groups=groups).reshape(len(basis), -1).T.numpy()
+
+
+def grouped_circular_matrix(weight: torch.Tensor, size: int, stride: int, groups: int) -> np.ndarray:
+    """A grouped strided circular conv on a size x size torus: wrap-pad by k - 1, then a valid conv."""
+    inp, k = weight.shape[1] * groups, weight.shape[-1]
+    basis = torch.eye(inp * size * size, dtype=weight.dtype).reshape(-1, inp, size, size)
+    wrapped = F.pad(basis, (0, k - 1, 0, k - 1), mode="circular")
+    out = F.conv2d(wrapped, weight, groups=groups)[..., ::stride, ::stride]
+    return out.reshape(len(basis), -1).T.numpy()
+
+
+def test_grouped_circular_matrix_agrees_with_the_entrywise_one():
+    weight = random_weight(7, (2, 3, 3, 3))
+    np.testing.assert_allclose(grouped_circular_matrix(weight, 6, 2, 1), circular_conv_matrix(weight, 6, 2), atol=1e-12)
+
+
+@pytest.mark.parametrize("out, inp, groups", [(4, 4, 4), (6, 4, 2), (3, 3, 3)])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("padding", [0, 1])
+def test_grouped_bound_never_below_zero_padded_norm(out, inp, groups, stride, padding):
+    weight, size = grouped_weight(out + stride, out, inp, groups), 5
+    explicit = np.linalg.norm(grouped_zero_padded_matrix(weight, size, stride, padding, groups), 2)
+    bound = grouped_conv_upper_bound(weight, size, stride, groups)
+    assert bound >= explicit * (1 - 1e-12)
+    assert bound <= conv_upper_bound(block_diagonal_dense(weight, groups), size, stride) * (1 + 1e-12)
+
+
+def block_diagonal_dense(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """The same layer as an ungrouped conv: a weight [out, in, k, k] that is zero between groups."""
+    out, per_group = weight.shape[0], weight.shape[1]
+    dense = torch.zeros(out, per_group * groups, *weight.shape[-2:], dtype=weight.dtype)
+    for g in range(groups):
+        rows = slice(g * out // groups, (g + 1) * out // groups)
+        dense[rows, g * per_group:(g + 1) * per_group] = weight[rows]
+    return dense
+
+
+@pytest.mark.parametrize("out, inp, groups", [(4, 4, 4), (6, 4, 2)])
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_grouped_bound_is_exact_circular_norm_on_its_torus(out, inp, groups, stride):
+    weight, size = grouped_weight(3, out, inp, groups), 5
+    torus = math.ceil((size + 3 - 1) / stride) * stride
+    explicit = np.linalg.norm(grouped_circular_matrix(weight, torus, stride, groups), 2)
+    assert grouped_conv_upper_bound(weight, size, stride, groups) == pytest.approx(explicit, rel=1e-12)
+    dense = block_diagonal_dense(weight, groups)
+    assert conv_upper_bound(dense, size, stride) == pytest.approx(explicit, rel=1e-12)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_one_by_one_kernel_bound_is_the_matrix_norm(stride):
+    weight = random_weight(4, (5, 3, 1, 1))
+    matrix_norm = np.linalg.norm(weight[..., 0, 0].numpy(), 2)
+    assert conv_upper_bound(weight, 9, stride) == pytest.approx(matrix_norm, rel=1e-12)
+    explicit = np.linalg.norm(grouped_zero_padded_matrix(weight, 6, stride, 0, 1), 2)
+    assert explicit == pytest.approx(matrix_norm, rel=1e-10)
+
+
+@pytest.mark.parametrize("out, inp, groups", [(4, 4, 4), (6, 4, 2), (5, 3, 1)])
+@pytest.mark.parametrize("k", [1, 3])
+def test_grouped_circular_singular_values_match_explicit(out, inp, groups, k):
+    weight, size = grouped_weight(5, out, inp, groups, k), 5
+    explicit = np.linalg.svd(grouped_circular_matrix(weight, size, 1, groups), compute_uv=False)
+    values = conv_singular_values_fft(weight, size, groups)
+    assert values.shape == (size, size, groups * min(out // groups, inp // groups))
+    np.testing.assert_allclose(np.sort(values.flatten().numpy())[::-1], explicit, atol=1e-10)
+    assert torch.all(values[..., :-1] >= values[..., 1:])  # descending along the last axis
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_layer_bounds_row_against_power_iteration(stride):
+    layer = nn.Conv2d(4, 4, 3, stride=stride, padding=1, groups=4)  # float32, as layer_bounds runs models
+    with torch.no_grad():
+        layer.weight.copy_(grouped_weight(6, 4, 4, 4))
+        layer.bias.normal_()
+    table = layer_bounds(nn.Sequential(layer), (4, 6, 6), power_iters=2000)  # close top singular values
+    explicit = np.linalg.norm(grouped_zero_padded_matrix(layer.weight.detach().double(), 6, stride, 1, 4), 2)
+    assert table["power_norm"][0] == pytest.approx(explicit, rel=1e-5)
+    assert table["paper_bound"][0] >= explicit * (1 - 1e-6)
+    assert math.isnan(table["exact_norm"][0]) == (stride != 1)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: grouped_conv_upper_bound(torch.randn(4, 1, 3, 3), 5, 1, groups=3),
+    lambda: grouped_conv_upper_bound(torch.randn(4, 1, 3, 3), 5, 1, groups=0),
+    lambda: conv_singular_values_fft(torch.randn(4, 1, 3, 3), 5, groups=True),
+    lambda: layer_bounds(nn.Sequential(nn.Conv2d(2, 2, 3, dilation=2)), (2, 8, 8)),
+])
+def test_bad_groups_or_dilation_raise_value_error(call):
+    with pytest.raises(ValueError):
+        call()
 
 
 def small_model() -> nn.Sequential:
