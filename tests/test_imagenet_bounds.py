@@ -16,14 +16,6 @@ SIZE = 64  # the network's last feature map is 2x2, so the average pool's factor
 ITERS = 30
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_lite(seed: int = 0) -> nn.Module:
     """tf_efficientnet_lite0 with random weights and random batch-norm statistics, on [0,1] pixels."""
     import timm

@@ -117,6 +117,37 @@ def test_findings_flip_with_their_inputs(runs, evaluation):
     assert natural_images.findings(runs, lost)[4].holds is False
 
 
+def _evaluation(adversarial: float, noise: float, pairs: int = 20) -> dict:
+    rows = []
+    for k in range(pairs):
+        base = dict(source="a", rule="ostrich", photo=f"p{k}", network="b", magnification=1.0, clean_is_target=False,
+                    target_hit=0.0)
+        rows += [dict(base, perturbation="adversarial", changed=adversarial),
+                 dict(base, perturbation="noise", changed=noise)]
+    return dict(transfer=rows, noise_seeds=5, magnifications=[1.0])
+
+
+def test_the_sign_test_tells_adversarial_transfer_from_noise():
+    (strong,) = natural_images.transfer_tests(_evaluation(1.0, 0.2))
+    assert strong.holds and strong.for_examples == 20 and strong.against == 0 and strong.p_value < 1e-5
+    assert strong.noise_changed == 20 and strong.noise_draws == 100
+    (weak,) = natural_images.transfer_tests(_evaluation(0.0, 0.4))
+    assert not weak.holds and weak.against == 20 and weak.p_value == 1.0
+    (tied,) = natural_images.transfer_tests(_evaluation(0.0, 0.0))
+    assert not tied.holds and tied.for_examples == tied.against == 0
+
+
+def test_runner_up_targets_that_are_right_answers_are_not_misclassifications(runs):
+    table = natural_images.attack_table(runs)
+    wrong = natural_images.misclassified(table)
+    ostrich = table["rule"] == "ostrich"
+    assert wrong[ostrich].all()  # no photo's accepted classes include the ostrich
+    cats = (table["photo"] == "chelsea") & (table["rule"] == "runner-up")
+    assert not wrong[cats].any()  # a chelsea runner-up is another cat class
+    ratios = natural_images.grid_ratios(table)
+    assert (ratios["mean"] >= 1).all() and (ratios["max"] >= ratios["mean"]).all()
+
+
 def test_counting_model_counts_gradient_and_plain_passes_and_keeps_eval_mode():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)).eval()
     counted = natural_images.CountingModel(model)
