@@ -94,6 +94,11 @@ def test_the_evaluation_covers_every_example_and_png_equals_rounding(runs, evalu
     own = [r for r in rows if r["source"] == r["network"] and r["perturbation"] == "adversarial"
            and r["magnification"] == 1.0]
     assert all(r["changed"] == 1.0 and r["target_hit"] == 1.0 for r in own)  # each example fools its own network
+    by_key = {(r.network, r.rule): r for r in runs}
+    for r in own:  # misclassified by its own network exactly where its target is a wrong class for the photo
+        run = by_key[r["source"], r["rule"]]
+        target = int(run.target[run.photos.index(r["photo"])])
+        assert r["misclassified"] == float(target not in photos.photo(r["photo"]).correct)
 
 
 def test_findings_flip_with_their_inputs(runs, evaluation):
@@ -104,11 +109,11 @@ def test_findings_flip_with_their_inputs(runs, evaluation):
     big = [dataclasses.replace(r, distortion=r.distortion * 1000) for r in runs]
     assert natural_images.findings(big, evaluation)[1].holds is False
     assert natural_images.findings(big, evaluation)[2].holds is False
-    weak = copy.deepcopy(evaluation)
-    for row in weak["transfer"]:
-        if row["perturbation"] == "noise":
-            row["changed"] = 1.0
-    assert natural_images.findings(runs, weak)[3].holds is False
+    strong = copy.deepcopy(evaluation)
+    for row in strong["transfer"]:
+        row["misclassified"] = float(row["perturbation"] == "adversarial")
+    assert natural_images.findings(runs, strong)[3].holds is True
+    assert natural_images.findings(runs, evaluation)[3].holds is False
     lost = copy.deepcopy(evaluation)
     for row in lost["survival"]:
         if row["example"] == "8-bit" and row["storage"] == "PNG":
@@ -122,15 +127,15 @@ def _evaluation(adversarial: float, noise: float, pairs: int = 20) -> dict:
     for k in range(pairs):
         base = dict(source="a", rule="ostrich", photo=f"p{k}", network="b", magnification=1.0, clean_is_target=False,
                     target_hit=0.0)
-        rows += [dict(base, perturbation="adversarial", changed=adversarial),
-                 dict(base, perturbation="noise", changed=noise)]
+        rows += [dict(base, perturbation="adversarial", misclassified=adversarial, changed=adversarial),
+                 dict(base, perturbation="noise", misclassified=noise, changed=noise)]
     return dict(transfer=rows, noise_seeds=5, magnifications=[1.0])
 
 
 def test_the_sign_test_tells_adversarial_transfer_from_noise():
     (strong,) = natural_images.transfer_tests(_evaluation(1.0, 0.2))
     assert strong.holds and strong.for_examples == 20 and strong.against == 0 and strong.p_value < 1e-5
-    assert strong.noise_changed == 20 and strong.noise_draws == 100
+    assert strong.noise_wrong == 20 and strong.noise_draws == 100 and strong.adversarial_wrong == 20
     (weak,) = natural_images.transfer_tests(_evaluation(0.0, 0.4))
     assert not weak.holds and weak.against == 20 and weak.p_value == 1.0
     (tied,) = natural_images.transfer_tests(_evaluation(0.0, 0.0))
