@@ -28,8 +28,6 @@ from .spectral import layer_bounds
 
 LITE_NAMES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 NAMES = (*LITE_NAMES, "alexnet")
-OFFLINE_NAMES = LITE_NAMES  # the networks every machine with the requirements has
-INPUT_SIZE = 224  # every network is fed the same 224x224 crops, so examples transfer between them
 OSTRICH = 9  # ImageNet class 9, "ostrich, Struthio camelus": Figure 5's target in the ICLR version
 
 

@@ -300,14 +300,14 @@ def survival(runs: Sequence[PhotoAttacks]) -> list[dict]:
     for run in runs:
         model = imagenet.load(run.network)
         x, x_adv, x_8bit = run.float_inputs()
+        clean = {storage: model(store(x)).argmax(1).numpy() for storage, store in STORAGE.items()}
         for kind, images in (("float", x_adv), ("8-bit", x_8bit)):
             for storage, store in STORAGE.items():
                 label = model(store(images)).argmax(1).numpy()
-                clean = model(store(x)).argmax(1).numpy()
                 for i, name in enumerate(run.photos):
                     rows.append(dict(network=run.network, rule=run.rule, photo=name, example=kind, storage=storage,
                                      label=int(label[i]), target_kept=bool(label[i] == run.target[i]),
-                                     clean_gives_target=bool(clean[i] == run.target[i])))
+                                     clean_gives_target=bool(clean[storage][i] == run.target[i])))
     return rows
 
 
@@ -388,7 +388,8 @@ def load_all(networks: Sequence[str] = imagenet.LITE_NAMES) -> list[PhotoAttacks
 
 
 def attack_table(runs: Sequence[PhotoAttacks]):
-    """One row per example: network, rule, photo, labels, success, distortion (float, 8-bit), largest changes."""
+    """One row per example: network, rule, photo, labels, success, misclassified (the target is not one of the
+    photo's accepted classes, and reached), distortion (float, 8-bit), largest changes."""
     import pandas as pd
 
     names = imagenet.class_names()
@@ -398,6 +399,7 @@ def attack_table(runs: Sequence[PhotoAttacks]):
         for i, photo in enumerate(run.photos):
             rows.append(dict(network=run.network, rule=run.rule, photo=photo, label=names[run.label[i]],
                              target=names[run.target[i]], success=bool(run.success[i]),
+                             misclassified=bool(run.success[i] and run.target[i] not in photos.photo(photo).correct),
                              distortion=float(run.distortion[i]), max_change=float(big[i]),
                              success_8bit=bool(run.success_8bit[i]), distortion_8bit=float(run.distortion_8bit[i]),
                              max_change_8bit=float(big_8[i]), seconds=run.meta["seconds"] / len(run.photos),
@@ -488,14 +490,6 @@ def transfer_table(evaluation: dict, magnification: float = 1.0):
     return frame.pivot_table(index="source", columns="network", values="misclassified", aggfunc="mean")
 
 
-def misclassified(table) -> "pd.Series":
-    """Per row of `attack_table`: whether the adversarial label is outside the photo's accepted classes."""
-    names = imagenet.class_names()
-    index = {name: k for k, name in enumerate(names)}
-    return table.apply(lambda row: row["success"] and index[row["target"]] not in photos.photo(row["photo"]).correct,
-                       axis=1)
-
-
 def grid_ratios(table):
     """Per rule: the mean over examples of (8-bit distortion / float distortion), and its largest value."""
     ratio = table["distortion_8bit"] / table["distortion"]
@@ -510,7 +504,6 @@ def findings(runs: Sequence[PhotoAttacks], evaluation: dict, bounds=None) -> lis
     if not runs:
         raise ValueError("no attack runs to judge")
     table = attack_table(runs)
-    table["misclassified"] = misclassified(table)
     ostrich, runner = table[table["rule"] == "ostrich"], table[table["rule"] == "runner-up"]
     per_network = ostrich.groupby("network")["distortion"].mean()
     found = [Finding(

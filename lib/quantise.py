@@ -50,7 +50,7 @@ def to_grid(model: nn.Module, x: Tensor, x_adv: Tensor, target: Tensor, levels: 
         raise ValueError(f"x must lie on the {levels}-level grid (round the original image first)")
     with _evaluating(model):
         scaled, t = _scaled(model, x, x_adv, target, levels)
-        stepped = _lattice_steps(model, x, on_grid(x_adv, levels).clamp(0, 1), target, levels)
+        stepped = _lattice_steps(model, on_grid(x_adv, levels).clamp(0, 1), target, levels)
         with torch.no_grad():
             ok_scaled, ok_stepped = ~t.isnan(), predict(model, stepped) == target
         closer = ok_stepped & (~ok_scaled | (distortion(x, stepped) < distortion(x, scaled)))
@@ -77,7 +77,7 @@ def _scaled(model: nn.Module, x: Tensor, x_adv: Tensor, target: Tensor, levels: 
     return x_grid, t_found
 
 
-def _lattice_steps(model: nn.Module, x: Tensor, q: Tensor, target: Tensor, levels: int) -> Tensor:
+def _lattice_steps(model: nn.Module, q: Tensor, target: Tensor, levels: int) -> Tensor:
     q = q.clone()
     for _ in range(GRID_STEPS):
         z = q.clone().requires_grad_(True)
