@@ -39,7 +39,7 @@ SEED = 0
 
 def plan(name: str, budgets: dict[str, tuple[int, ...]]) -> list[tuple[str, int]]:
     """The (method, budget) pairs run on a model: ours first, DDN before Brendel-Bethge (its start)."""
-    order = [peers.OURS, peers.FAST, "DDN", "BB", "C&W", "FMN", peers.FMN_FIXED, "FAB", peers.EXACT]
+    order = [peers.OURS, peers.SHARP, peers.FAST, "DDN", "BB", "C&W", "FMN", peers.FMN_FIXED, "FAB", peers.EXACT]
     pairs = [(m, b) for m in order for b in budgets.get(m, ())]
     if name not in peers.LINEAR_MODELS:
         pairs = [(m, b) for m, b in pairs if m != peers.EXACT]
@@ -98,15 +98,18 @@ def run_model(name: str, requested: int, budgets: dict, bar: tqdm, fresh: bool, 
     warmed: set[str] = set()
     for method, budget in todo:
         bar.set_description(f"{name} {method}-{budget}")
-        start, start_seconds = None, 0.0
+        start, start_cost = None, None
         if method == "BB":
             start = adversarial.get(peers.BB_START)
             if start is None:  # DDN-100 ran in an earlier session: recompute its images (untimed)
                 _, start = peers.run_peer(model, name, x, target, run.images, *peers.BB_START)
-            start_seconds = next(r.seconds for r in run.results if (r.method, r.budget) == peers.BB_START)
+            ddn = next(r for r in run.results if (r.method, r.budget) == peers.BB_START)
+            start_cost = peers.Cost(ddn.seconds, ddn.gradients, ddn.forwards)
         if method not in warmed:
             if method == peers.EXACT:
                 peers.run_exact(model, name, x[:2], target[:2], run.images[:2])
+            elif method == peers.SHARP:
+                peers.run_ours(model, name, x[:2], y[:2], run.images[:2], method=peers.SHARP)
             elif method == peers.FAST:
                 peers.run_fast(model, name, x[:2], y[:2], run.images[:2], target[:2], min(budgets[method]))
             else:
@@ -115,11 +118,15 @@ def run_model(name: str, requested: int, budgets: dict, bar: tqdm, fresh: bool, 
             warmed.add(method)
         if method == peers.EXACT:
             result = peers.run_exact(model, name, x, target, run.images)
+        elif method == peers.SHARP:
+            result, found = peers.run_ours(model, name, x, y, run.images, c_steps=budget, method=peers.SHARP)
+            if not torch.equal(found.target.cpu(), target.cpu()):
+                raise RuntimeError(f"{name}: ours-sharp chose other runner-up labels than the saved targets")
         elif method == peers.FAST:
             result = peers.run_fast(model, name, x, y, run.images, target, budget)
         else:
             result, x_adv = peers.run_peer(model, name, x, target, run.images, method, budget, start=start,
-                                           start_seconds=start_seconds)
+                                           start_cost=start_cost)
             if (method, budget) == peers.BB_START:
                 adversarial[method, budget] = x_adv
         run.results.append(result)
@@ -143,13 +150,9 @@ def main() -> None:
     parser.add_argument("--conv-images", type=int, default=100,
                         help="the same for Conv (default 100; its attacks run ~10x slower than the MLPs')")
     parser.add_argument("--models", nargs="+", default=list(peers.MODELS), choices=peers.MODELS)
-    parser.add_argument("--fresh", action="store_true", help="ignore saved results and start over")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                        help="where every attack runs (default cpu, one thread: the results the book reads)")
+    peers.add_run_arguments(parser)
     args = parser.parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: torch sees no CUDA device here")
-    folder = peers.RESULTS_DIR if args.device == "cpu" else peers.RESULTS_DIR / args.device
+    folder = peers.results_folder(parser, args, peers.RESULTS_DIR)
     lib.setup_torch(seed=SEED)
     warnings.filterwarnings("ignore", message=".*optimizer needs to be compiled.*")  # BB's numba, warmed up
     warnings.filterwarnings("ignore", category=UserWarning, module="eagerpy")  # tensor copy-construction notices

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from . import DATA_DIR, attack, imagenet, paper, photos, quantise
+from .peers import CountingModel  # noqa: F401 (natural_images.CountingModel)
 from .data import atomic_write_bytes
 from .findings import Finding
 
@@ -42,7 +43,7 @@ PERCEPTIBLE_GREY_LEVELS = 1.0  # the book's measure: an RMS change below one gre
 
 
 # ----------------------------------------------------------------------------------------------
-# Which photos, counted passes
+# Which photos
 # ----------------------------------------------------------------------------------------------
 
 
@@ -56,24 +57,6 @@ def top1_table(names: Sequence[str] = imagenet.LITE_NAMES) -> dict[str, dict[str
 def used_photos(top1: dict[str, dict[str, int]]) -> list[str]:
     """The photos every network of `top1` classifies as one of their correct classes (in `photos.NAMES` order)."""
     return [p.name for p in photos.PHOTOS if all(table[p.name] in p.correct for table in top1.values())]
-
-
-class CountingModel(nn.Module):
-    """A model that counts the images it is given: with gradients (forward + backward) and without."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.train(model.training)  # a new module is in training mode; restoring that would put `model` in it too
-        self.gradient_evaluations = 0
-        self.forward_evaluations = 0
-
-    def forward(self, x: Tensor) -> Tensor:
-        if torch.is_grad_enabled() and x.requires_grad:
-            self.gradient_evaluations += len(x)
-        else:
-            self.forward_evaluations += len(x)
-        return self.model(x)
 
 
 # ----------------------------------------------------------------------------------------------

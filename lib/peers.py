@@ -7,8 +7,12 @@ classified test images towards the same labels (the runner-up rule of `attack.mi
 targets of our AttackResult, passed to Foolbox as a TargetedMisclassification), on one thread, and
 is measured the same way: success is argmax f(x_adv) == target, distortion the book's
 sqrt(sum r^2 / 784) = ||r||_2 / 28, wall seconds.
+Every call of the model is counted (`CountingModel`): gradient evaluations per image sit beside the seconds.
 `benchmarks/bench_peers.py` runs them and commits compact results to data/results/peers/; the book
-reads those (`load`) and never runs the peers. Foolbox, torchattacks and numba are imported only
+reads those (`load`) and never runs the peers. The same comparison on an ImageNet network and the
+natural-images chapter's photos, toward "ostrich" and the runner-up (`benchmarks/bench_imagenet_peers.py`,
+`load_imagenet`, `imagenet_findings`), also records where each method ends (`alignment`) and how ours
+converges over its search (`PeerResult.trace`). Foolbox, torchattacks and numba are imported only
 when a peer runs.
 """
 from __future__ import annotations
@@ -31,8 +35,8 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from . import DATA_DIR, one_thread, paper
-from .attack import AttackResult, VERSION, distortion, min_distortion, predict
+from . import DATA_DIR, lbfgsb, one_thread, paper
+from .attack import AttackResult, VERSION, distortion, lbfgs_attack, min_distortion, predict
 from .fast_attack import VERSION as FAST_VERSION, fast_attack
 from .data import atomic_write_bytes, load_mnist, subset_indices
 from .findings import Finding
@@ -45,7 +49,9 @@ LINEAR_MODELS = ("softmax-1e-4", "softmax-1e-2", "softmax-1")  # where the exact
 SPEED_MODELS = ("N100-100-10", "Conv")  # where ours is timed against DDN at equal distortion
 OURS, EXACT = "ours", "exact QP"
 FAST = "ours-fast"  # lib.fast_attack; its budget is the polish's L-BFGS iterations
-OWN = (OURS, FAST, EXACT)  # not peers: the best peer is taken over the other methods
+SHARP = "ours-sharp"  # lib.attack with SHARP_OPTIONS: the same c search on the sharpened cross-entropy
+SHARP_OPTIONS = {"loss": "sharp", "warm_start": False}  # chosen by benchmarks/bench_sharp_temperature.py
+OWN = (OURS, SHARP, FAST, EXACT)  # not peers: the best peer is taken over the other methods
 SPEED_FACTOR = 2.0  # target of issue #16: the fast attack >= 2x faster than DDN at the same distortion
 FMN_FIXED = "FMN*"  # Foolbox's L2 FMN with the projection onto the epsilon ball that its code leaves out
 CLOSE_ENOUGH = 1.005  # target of issue #16: ours <= 1.005 x the best peer (median per image)
@@ -58,6 +64,9 @@ FAB_EPS = math.sqrt(PIXELS)  # FAB's norm cap: the diameter of [0,1]^784, i.e. n
 METHODS = {  # one sentence each, for the chapter
     OURS: "Szegedy et al. (2013), this book's `lib.attack`: box-constrained L-BFGS on ||r||² + c·cross-entropy, "
           "a search over c, then a shrink to the boundary and a sharpened polish; budget = L-BFGS runs per image.",
+    SHARP: "the same attack with loss=\"sharp\": the c search minimises ||r||² + c·(the cross-entropy sharpened to a "
+           "temperature of 1% of the logit margin at x), which pushes against the nearest rival class only; "
+           "budget = L-BFGS runs per image.",
     FAST: "this book's `lib.fast_attack`: the same box-constrained L-BFGS on the same penalty problem, run once "
           "from a boundary point found by linearised (DeepFool) steps, with c from the constraint's multiplier; "
           "budget = the L-BFGS run's iterations.",
@@ -75,7 +84,11 @@ METHODS = {  # one sentence each, for the chapter
            "boundary of the target, biased back towards x; one run, no restarts.",
     EXACT: "the exact minimum of the convex QP of a linear model (`attack_reference.exact_min_distortion_linear`).",
 }
-BUDGETS: dict[str, tuple[int, ...]] = {OURS: (10,), FAST: (5, 10, 20, 40, 80), "DDN": (10, 30, 100, 300, 1000),
+IMAGENET_NETWORK = "efficientnet-lite0"  # the network of the ImageNet comparison
+IMAGENET_DIR = RESULTS_DIR / "imagenet"
+IMAGENET_BUDGETS: dict[str, tuple[int, ...]] = {OURS: (10,), SHARP: (10,), FAST: (20,), "DDN": (100, 300, 1000), "BB": (100,),
+                                                "C&W": (100,), "FMN": (300,), FMN_FIXED: (300,)}
+BUDGETS: dict[str, tuple[int, ...]] = {OURS: (10,), SHARP: (10,), FAST: (5, 10, 20, 40, 80), "DDN": (10, 30, 100, 300, 1000),
                                        "C&W": (100, 1000),
                                        "BB": (100, 1000), "FMN": (100, 1000), FMN_FIXED: (100, 1000),
                                        "FAB": (10, 100), EXACT: (0,)}
@@ -92,13 +105,17 @@ class PeerResult:
     distortion: np.ndarray  # [N] float64 sqrt(sum r^2 / 784); inf where the attack did not reach its target
     success: np.ndarray  # [N] bool: argmax f(x_adv) == target
     seconds: float  # wall seconds for all N images, one thread
-    images: np.ndarray  # [N] int: test-set indices, the same for every method on the model
+    images: np.ndarray  # [N] int: test-set indices (ImageNet: indices into photos.NAMES), the same for every method
     note: str = ""
+    gradients: float = math.nan  # gradient evaluations (forward + backward passes) per image, counted
+    forwards: float = math.nan  # forward passes without a gradient per image, counted
+    trace: list[tuple[float, list[float]]] = field(default_factory=list)  # ours: (gradients/image so far, distortions)
+    alignment: np.ndarray | None = None  # [N] cos(r, grad margin) at x_adv over the pixels inside the box (`alignment`)
 
     @property
     def label(self) -> str:
         """'ours', 'exact QP' or METHOD-BUDGET (e.g. 'DDN-100', 'ours-fast-20')."""
-        return self.method if self.method in (OURS, EXACT) else f"{self.method}-{self.budget}"
+        return self.method if self.method in (OURS, SHARP, EXACT) else f"{self.method}-{self.budget}"
 
     @property
     def seconds_per_image(self) -> float:
@@ -113,9 +130,10 @@ class PeerRun:
     model: str
     images: np.ndarray  # [N] test-set indices (correctly classified ones of the seeded subset)
     labels: np.ndarray  # [N]
-    targets: np.ndarray  # [N] the runner-up labels every method attacked
+    targets: np.ndarray  # [N] the labels every method attacked (the runner-up's, or ImageNet's "ostrich")
     results: list[PeerResult]
     provenance: dict = field(default_factory=dict)
+    rule: str = RULE  # the target rule: RULE, or one of natural_images.RULES on ImageNet
 
 
 # ----------------------------------------------------------------------------------------------
@@ -145,16 +163,45 @@ def attacked_images(model: nn.Module, n: int, seed: int = 0) -> tuple[np.ndarray
     return indices[keep.cpu()].numpy(), x[keep], y[keep]
 
 
-def _timed(fn: Callable[[], Tensor]) -> tuple[Tensor, float]:
-    """(fn(), wall seconds), on one CPU thread; on CUDA, the GPU's queued work is waited for at both ends."""
+class CountingModel(nn.Module):
+    """A model that counts the images it is given: with gradients (forward + backward) and without."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.train(model.training)  # a new module is in training mode; restoring that would put `model` in it too
+        self.gradient_evaluations = 0
+        self.forward_evaluations = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.gradient_evaluations += len(x)
+        else:
+            self.forward_evaluations += len(x)
+        return self.model(x)
+
+
+@dataclass
+class Cost:
+    """What one attack call on N images cost: wall seconds, and passes per image counted by `CountingModel`."""
+
+    seconds: float
+    gradients: float  # gradient evaluations per image
+    forwards: float  # forward passes without a gradient per image
+
+
+def _timed(model: nn.Module, fn: Callable[[nn.Module], Tensor], n: int) -> tuple[Tensor, Cost]:
+    """(fn(counted model), its Cost over n images), on one CPU thread; on CUDA the queued work is waited for."""
+    counted = CountingModel(model)
     with one_thread():
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         start = time.perf_counter()
-        out = fn()
+        out = fn(counted)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        return out, time.perf_counter() - start
+        seconds = time.perf_counter() - start
+    return out, Cost(seconds, counted.gradient_evaluations / n, counted.forward_evaluations / n)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -163,33 +210,85 @@ def _timed(fn: Callable[[], Tensor]) -> tuple[Tensor, float]:
 
 
 def run_ours(model: nn.Module, name: str, x: Tensor, y: Tensor, images: np.ndarray,
-             c_steps: int = 10) -> tuple[PeerResult, AttackResult]:
-    """The paper's attack (`attack.min_distortion`, runner-up target) timed on one thread; also its AttackResult."""
-    result, seconds = _timed(lambda: min_distortion(model, x, y, target=RULE, c_steps=c_steps))
+             c_steps: int = 10, method: str = OURS) -> tuple[PeerResult, AttackResult]:
+    """The paper's attack (`attack.min_distortion`, runner-up target) timed on one thread; also its AttackResult.
+
+    method: OURS (the cross-entropy) or SHARP (loss="sharp").
+    """
+    options = {OURS: {}, SHARP: SHARP_OPTIONS}[method]
+    result, cost = _timed(model, lambda m: min_distortion(m, x, y, target=RULE, c_steps=c_steps, **options), len(x))
     if result.misclassified.any():
         raise ValueError("pass only correctly classified images (see attacked_images)")
     dist, success = measure(model, x, result.x_adv, result.target)
-    return PeerResult(OURS, c_steps, name, RULE, dist, success, seconds, np.asarray(images)), result
+    return _result(method, c_steps, name, RULE, dist, success, cost, images), result
+
+
+def _result(method: str, budget: int, name: str, rule: str, dist: np.ndarray, success: np.ndarray, cost: Cost,
+            images: np.ndarray, note: str = "") -> PeerResult:
+    return PeerResult(method, budget, name, rule, dist, success, cost.seconds, np.asarray(images), note,
+                      cost.gradients, cost.forwards)
 
 
 def run_fast(model: nn.Module, name: str, x: Tensor, y: Tensor, images: np.ndarray, target: Tensor,
              budget: int) -> PeerResult:
     """`lib.fast_attack` (runner-up target, `budget` polish iterations) timed on one thread; it must pick `target`."""
-    result, seconds = _timed(lambda: min_distortion(model, x, y, target=RULE, method=fast_attack, polish_steps=budget))
+    result, cost = _timed(model, lambda m: min_distortion(m, x, y, target=RULE, method=fast_attack,
+                                                           polish_steps=budget), len(x))
     if not torch.equal(result.target.cpu(), target.cpu()):
         raise ValueError(f"{name}: the fast attack chose other runner-up labels than the saved targets")
     dist, success = measure(model, x, result.x_adv, result.target)
-    return PeerResult(FAST, budget, name, RULE, dist, success, seconds, np.asarray(images))
+    return _result(FAST, budget, name, RULE, dist, success, cost, images)
+
+
+def run_own(model: nn.Module, name: str, x: Tensor, target: Tensor, images: np.ndarray, method: str, budget: int,
+            rule: str) -> tuple[PeerResult, Tensor]:
+    """Ours (`lbfgs_attack`, budget = c steps) or ours-fast (budget = polish steps) towards given targets; x_adv too."""
+    trace: list[tuple[float, list[float]]] = []
+
+    def record(m: CountingModel) -> Callable[[AttackResult], None]:
+        def on_step(best: AttackResult) -> None:
+            dist = torch.where(best.success, best.distortion, math.inf).double().cpu().numpy()
+            trace.append((m.gradient_evaluations / len(x), _round(dist)))
+        return on_step
+
+    if method in (OURS, SHARP):
+        options = {} if method == OURS else SHARP_OPTIONS
+        run = lambda m: lbfgs_attack(m, x, target, c_steps=budget, on_step=record(m), **options)  # noqa: E731
+    elif method == FAST:
+        run = lambda m: fast_attack(m, x, target, polish_steps=budget)  # noqa: E731
+    else:
+        raise ValueError(f"run_own runs {OURS!r}, {SHARP!r} or {FAST!r}, got {method!r}")
+    result, cost = _timed(model, run, len(x))
+    dist, success = measure(model, x, result.x_adv, target)
+    found = _result(method, budget, name, rule, dist, success, cost, images)
+    found.trace = trace
+    return found, result.x_adv
+
+
+def alignment(model: nn.Module, x: Tensor, x_adv: Tensor, target: Tensor) -> np.ndarray:
+    """Per image, cos(r, grad of the target's logit margin at x_adv) over the pixels strictly inside [0,1].
+
+    At the minimum-norm point (a KKT point) r is a multiple of the margin's gradient on those pixels, so the
+    cosine is 1; the further below 1, the further the point from a minimum along the boundary.
+    """
+    from .fast_attack import _margin_objective
+
+    z = x_adv.detach().flatten(1)
+    _, grad = lbfgsb.value_and_grad(_margin_objective(model, target, x.shape[1:]), z,
+                                    torch.arange(len(z), device=z.device))
+    inside = (z > 0) & (z < 1)
+    r, g = (z - x.flatten(1)) * inside, grad * inside
+    return ((r * g).sum(1) / (r.norm(dim=1) * g.norm(dim=1)).clamp_min(1e-30)).double().cpu().numpy()
 
 
 def run_exact(model: nn.Module, name: str, x: Tensor, target: Tensor, images: np.ndarray) -> PeerResult:
     """The exact minimum of a linear model towards `target` (its QP solved per image by scipy), timed."""
     from .attack_reference import exact_min_distortion_linear
 
-    exact, seconds = _timed(lambda: exact_min_distortion_linear(model, x, target))
+    exact, cost = _timed(model, lambda m: exact_min_distortion_linear(model, x, target), len(x))
     dist = exact.distortion.double().cpu().numpy()
-    return PeerResult(EXACT, 0, name, RULE, np.where(np.isfinite(dist), dist, np.inf), np.isfinite(dist),
-                      seconds, np.asarray(images), note="the QP's optimum (it ties the target, not beats it)")
+    return _result(EXACT, 0, name, RULE, np.where(np.isfinite(dist), dist, np.inf), np.isfinite(dist), cost, images,
+                   note="the QP's optimum (it ties the target, not beats it)")
 
 
 def peer_attack(method: str, budget: int) -> Callable[..., Tensor]:
@@ -260,31 +359,33 @@ def _fab(budget: int) -> Callable[..., Tensor]:
 
 
 def run_peer(model: nn.Module, name: str, x: Tensor, target: Tensor, images: np.ndarray, method: str, budget: int,
-             start: Tensor | None = None, start_seconds: float = 0.0) -> tuple[PeerResult, Tensor]:
-    """One peer at one budget on the batch, timed on one thread; (result, x_adv).
+             start: Tensor | None = None, start_cost: Cost | None = None, rule: str = RULE) -> tuple[PeerResult, Tensor]:
+    """One peer at one budget on the batch, timed and counted on one thread; (result, x_adv).
 
     Brendel-Bethge needs `start`, an adversarial image per row; rows whose start is not adversarial
-    count as failures, and `start_seconds` (the start's own time) is added to its time.
+    count as failures, and `start_cost` (the start's own seconds and passes) is added to its cost.
     """
     attack_fn = peer_attack(method, budget)
     if method != "BB":
-        x_adv, seconds = _timed(lambda: attack_fn(model, x, target))
+        x_adv, cost = _timed(model, lambda m: attack_fn(m, x, target), len(x))
         dist, success = measure(model, x, x_adv, target)
-        return PeerResult(method, budget, name, RULE, dist, success, seconds, np.asarray(images)), x_adv
+        return _result(method, budget, name, rule, dist, success, cost, images), x_adv
     if start is None:
         raise ValueError("Brendel-Bethge needs a starting point per image (start=)")
     ok = predict(model, start) == target
     x_adv = start.clone()
-    seconds = 0.0
+    cost = Cost(0.0, 0.0, 0.0)
     if ok.any():
         rows = ok.nonzero().squeeze(1)
-        x_adv[rows], seconds = _timed(lambda: attack_fn(model, x[rows], target[rows], start[rows]))
+        x_adv[rows], cost = _timed(model, lambda m: attack_fn(m, x[rows], target[rows], start[rows]), len(x))
+    if start_cost is not None:
+        cost = Cost(cost.seconds + start_cost.seconds, cost.gradients + start_cost.gradients,
+                    cost.forwards + start_cost.forwards)
     dist, success = measure(model, x, x_adv, target)
-    note = f"started from {BB_START[0]}-{BB_START[1]} (time included)"
+    note = f"started from {BB_START[0]}-{BB_START[1]} (its time and passes included)"
     if not ok.all():
         note += f"; {int((~ok).sum())} images without an adversarial start count as failures"
-    return PeerResult(method, budget, name, RULE, dist, success, seconds + start_seconds, np.asarray(images),
-                      note), x_adv
+    return _result(method, budget, name, rule, dist, success, cost, images, note), x_adv
 
 
 # ----------------------------------------------------------------------------------------------
@@ -292,9 +393,9 @@ def run_peer(model: nn.Module, name: str, x: Tensor, target: Tensor, images: np.
 # ----------------------------------------------------------------------------------------------
 
 
-def results_path(name: str, folder: Path = RESULTS_DIR) -> Path:
-    """Where a model's committed comparison lives."""
-    return Path(folder) / f"{name}.json"
+def results_path(name: str, folder: Path = RESULTS_DIR, rule: str = RULE) -> Path:
+    """Where a model's committed comparison under `rule` lives: MODEL.json for the MNIST models, else MODEL_RULE.json."""
+    return Path(folder) / (f"{name}.json" if name in MODELS and rule == RULE else f"{name}_{rule}.json")
 
 
 def environment() -> dict:
@@ -323,13 +424,13 @@ def _round(values: np.ndarray, digits: int = 6) -> list[float | None]:
 
 def save(run: PeerRun, folder: Path = RESULTS_DIR) -> Path:
     """Write a model's comparison as compact JSON (atomically): images, targets, per-image results, provenance."""
-    record = {"model": run.model, "rule": RULE, "provenance": run.provenance,
+    record = {"model": run.model, "rule": run.rule, "provenance": run.provenance,
               "images": [int(i) for i in run.images], "labels": [int(v) for v in run.labels],
               "targets": [int(v) for v in run.targets],
               "results": [{"method": r.method, "budget": r.budget, "seconds": round(r.seconds, 4),
                            "distortion": _round(r.distortion), "success": [int(s) for s in r.success],
-                           "note": r.note} for r in run.results]}
-    path = results_path(run.model, folder)
+                           "note": r.note, **_passes(r)} for r in run.results]}
+    path = results_path(run.model, folder, run.rule)
     atomic_write_bytes(path, (json.dumps(record, indent=None, separators=(",", ":")) + "\n").encode())
     return path
 
@@ -338,18 +439,28 @@ REQUIRED_PROVENANCE = ("weights", "attack_version", "fast_attack_version", "seed
                        "threads", "versions", "machine", "date", "command")
 
 
-def load(name: str, folder: Path = RESULTS_DIR) -> PeerRun:
+def _passes(r: PeerResult) -> dict:
+    """The counted passes per image of a result, where they were counted (older results have none)."""
+    extra = {k: round(v, 2) for k, v in (("gradients", r.gradients), ("forwards", r.forwards)) if math.isfinite(v)}
+    if r.trace:
+        extra["trace"] = [[round(g, 2), d] for g, d in r.trace]
+    if r.alignment is not None:
+        extra["alignment"] = [round(float(v), 5) for v in r.alignment]
+    return extra
+
+
+def load(name: str, folder: Path = RESULTS_DIR, rule: str = RULE) -> PeerRun:
     """A model's committed comparison; ValueError if its provenance is incomplete or its results inconsistent."""
-    path = results_path(name, folder)
+    path = results_path(name, folder, rule)
     if not path.exists():
         raise FileNotFoundError(f"no peer comparison for {name!r} at {path}; run `python benchmarks/bench_peers.py`")
     record = json.loads(path.read_text())
     missing = [k for k in REQUIRED_PROVENANCE if k not in record.get("provenance", {})]
     if missing:
         raise ValueError(f"{path}: provenance lacks {', '.join(missing)}")
-    if record["model"] != name or record["rule"] != RULE:
+    if record["model"] != name or record["rule"] != rule:
         raise ValueError(f"{path}: holds {record['model']!r} under rule {record['rule']!r}, "
-                         f"expected {name!r} under {RULE!r}")
+                         f"expected {name!r} under {rule!r}")
     images = np.asarray(record["images"], dtype=np.int64)
     results = []
     for r in record["results"]:
@@ -359,10 +470,13 @@ def load(name: str, folder: Path = RESULTS_DIR) -> PeerRun:
         success = np.asarray(r["success"], dtype=bool)
         if (np.isfinite(dist) != success).any():
             raise ValueError(f"{path}: {r['method']}-{r['budget']}: a distortion is missing exactly where it failed")
-        results.append(PeerResult(r["method"], int(r["budget"]), name, RULE, dist, success, float(r["seconds"]),
-                                  images, r.get("note", "")))
+        results.append(PeerResult(r["method"], int(r["budget"]), name, rule, dist, success, float(r["seconds"]),
+                                  images, r.get("note", ""), float(r.get("gradients", math.nan)),
+                                  float(r.get("forwards", math.nan)),
+                                  [(g, [math.inf if v is None else v for v in d]) for g, d in r.get("trace", [])],
+                                  np.asarray(r["alignment"]) if "alignment" in r else None))
     return PeerRun(name, images, np.asarray(record["labels"]), np.asarray(record["targets"]), results,
-                   record["provenance"])
+                   record["provenance"], rule)
 
 
 def load_all(models: Sequence[str] = MODELS, folder: Path = RESULTS_DIR) -> list[PeerResult]:
@@ -376,6 +490,20 @@ def is_current(run: PeerRun) -> bool:
 
     return (run.provenance["weights"] == zoo.fingerprint(run.model) and run.provenance["attack_version"] == VERSION
             and run.provenance["fast_attack_version"] == FAST_VERSION)
+
+
+def add_run_arguments(parser) -> None:
+    """The benchmarks' --fresh and --device options (argparse)."""
+    parser.add_argument("--fresh", action="store_true", help="ignore saved results and start over")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="where every attack runs (default cpu, one thread: the results the book reads)")
+
+
+def results_folder(parser, args, base: Path) -> Path:
+    """Where a benchmark run writes: `base` on the CPU, base/cuda on the GPU (a parser error without CUDA)."""
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device here")
+    return base if args.device == "cpu" else base / args.device
 
 
 def started_at() -> str:
@@ -412,7 +540,7 @@ def _ratio(num: PeerResult, den: PeerResult) -> np.ndarray:
 
 
 def summary(results: Sequence[PeerResult]) -> pd.DataFrame:
-    """Per model and method: images, success %, mean distortion (over successes), per-image ratios, s/image."""
+    """Per model and method: images, success %, mean distortion (over successes), per-image ratios, passes, s/image."""
     rows = []
     for name, group in _by_model(results).items():
         ours, exact = _one(group, OURS), _one(group, EXACT)
@@ -424,6 +552,7 @@ def summary(results: Sequence[PeerResult]) -> pd.DataFrame:
                 "median ratio to ours": float(np.median(_ratio(r, ours))) if ours and ours.success.any() else math.nan,
                 "mean ratio to exact": (float(np.mean(_ratio(r, exact))) if exact and exact.success.any()
                                         and r.method != EXACT else math.nan),
+                "gradients / image": r.gradients,
                 "s / image": r.seconds_per_image,
             })
     return pd.DataFrame(rows)
@@ -610,9 +739,9 @@ def fast_finding(name: str, group: Sequence[PeerResult]) -> Finding:
 # The picture
 # ----------------------------------------------------------------------------------------------
 
-COLORS = {OURS: "black", FAST: "tab:olive", "DDN": "tab:blue", "C&W": "tab:orange", "BB": "tab:green",
+COLORS = {OURS: "black", SHARP: "tab:brown", FAST: "tab:olive", "DDN": "tab:blue", "C&W": "tab:orange", "BB": "tab:green",
           "FMN": "tab:red", FMN_FIXED: "tab:pink", "FAB": "tab:purple", EXACT: "tab:gray"}
-MARKERS = {OURS: "*", FAST: "P", "DDN": "o", "C&W": "s", "BB": "D", "FMN": "v", FMN_FIXED: "<", "FAB": "^", EXACT: "X"}
+MARKERS = {OURS: "*", SHARP: "p", FAST: "P", "DDN": "o", "C&W": "s", "BB": "D", "FMN": "v", FMN_FIXED: "<", "FAB": "^", EXACT: "X"}
 
 
 def plot(results: Sequence[PeerResult], models: Sequence[str] | None = None, ceiling: float = 1.10):
@@ -667,4 +796,108 @@ def plot(results: Sequence[PeerResult], models: Sequence[str] | None = None, cei
     for ax in axes[len(models):]:
         ax.axis("off")
     fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# ImageNet: the photos of the natural-images chapter
+# ----------------------------------------------------------------------------------------------
+
+
+def sharp_key(temperature: float, warm_start: bool) -> str:
+    """The name of one setting in the temperature validation: '0.01' or '0.01 warm'."""
+    return f"{temperature:g}" + (" warm" if warm_start else "")
+
+
+def sharp_validation(record: dict) -> dict[str, float]:
+    """Per setting of bench_sharp_temperature's record: the mean distortion over its photos and both targets."""
+    return {k: float(np.mean([np.mean(v[rule]["distortion"]) for rule in ("ostrich", "runner-up")]))
+            for k, v in record["results"].items()}
+
+
+def load_imagenet(network: str = IMAGENET_NETWORK, rules: Sequence[str] = ("ostrich", "runner-up"),
+                  folder: Path = IMAGENET_DIR) -> list[PeerRun]:
+    """The committed ImageNet comparison of `network`, one run per target rule."""
+    return [load(network, folder, rule) for rule in rules]
+
+
+def imagenet_table(run: PeerRun) -> pd.DataFrame:
+    """One rule's methods on the photos: success, mean distortion, median ratio to the best peer, passes, seconds."""
+    best = best_peer(run.results) if best_peer_exists(run.results) else None
+    rows = []
+    for r in sorted(run.results, key=lambda r: (list(METHODS).index(r.method), r.budget)):
+        ratio = r.distortion / best if best is not None else np.full(len(r.distortion), math.nan)
+        rows.append({"target": run.rule, "method": r.label, "success %": 100 * r.success.mean(),
+                     "mean distortion": r.distortion[r.success].mean() if r.success.any() else math.nan,
+                     "median ratio to best peer": float(np.median(ratio)),
+                     "gradients / image": r.gradients, "forward passes / image": r.forwards,
+                     "s / image": r.seconds_per_image})
+    return pd.DataFrame(rows)
+
+
+def _gradient_match(group: Sequence[PeerResult], result: PeerResult) -> tuple[bool, str]:
+    """Whether `result` costs no more gradient evaluations than DDN at its smallest budget within 0.5% of it."""
+    match = ddn_match(group, ours=result)
+    if match is None:
+        return True, "no tested DDN budget comes within 0.5% of its distortion"
+    fewer = result.gradients <= match.gradients
+    return fewer, f"{result.gradients:.0f} gradients / image, {match.label} {match.gradients:.0f}"
+
+
+def imagenet_findings(runs: Sequence[PeerRun]) -> list[Finding]:
+    """The targets of the ImageNet comparison, for ours and ours-fast: distortion near the best peer, and passes."""
+    found = []
+    for method in (OURS, SHARP, FAST):
+        if not all(_one(run.results, method) and best_peer_exists(run.results) for run in runs):
+            continue
+        ratios = {run.rule: _median_to_best_peer(run.results, _one(run.results, method)) for run in runs}
+        network = runs[0].model
+        found.append(Finding(
+            f"{network}: {method} finds perturbations as small as the best of today's minimum-norm attacks",
+            f"ours ≤ {CLOSE_ENOUGH} × the best peer (median per photo), toward each target",
+            ", ".join(f"{rule}: {v:.4f}" for rule, v in ratios.items()),
+            all(v <= CLOSE_ENOUGH for v in ratios.values()) and all(_one(r.results, method).success.all() for r in runs),
+            "" if all(v <= CLOSE_ENOUGH for v in ratios.values()) else
+            "above the target toward " + ", ".join(f"{k} ({v:.4f})" for k, v in ratios.items() if v > CLOSE_ENOUGH)))
+        passes = {run.rule: _gradient_match(run.results, _one(run.results, method)) for run in runs}
+        found.append(Finding(
+            f"{network}: {method} needs no more gradient evaluations than DDN at the same distortion",
+            "ours ≤ DDN's gradients per image at its smallest budget within 0.5% of our distortion, toward each target",
+            "; ".join(f"{rule}: {text}" for rule, (_, text) in passes.items()),
+            all(ok for ok, _ in passes.values())))
+    return found
+
+
+def imagenet_plot(runs: Sequence[PeerRun]):
+    """Per target rule: each method's median distortion / best peer against gradient evaluations per image (log).
+
+    DDN is a curve over its budgets; ours and ours-sharp are curves over their c search (`PeerResult.trace`:
+    the best success so far after each L-BFGS run, then after the refinement), ending at their final point.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(runs), figsize=(3.7 * len(runs), 3.3), squeeze=False, layout="constrained")
+    for ax, run in zip(axes[0], runs):
+        best = best_peer(run.results)
+        for method in METHODS:
+            found = _by_budget(run.results, method)
+            if not found:
+                continue
+            color, marker = COLORS[method], MARKERS[method]
+            if found[0].trace:
+                steps = [(g, float(np.median(np.asarray(d) / best))) for g, d in found[0].trace]
+                steps = [(g, v) for g, v in steps if np.isfinite(v)]
+                ax.plot(*zip(*steps), "-", color=color, lw=1, alpha=0.6)
+            points = [(r.gradients, float(np.median(r.distortion / best))) for r in found]
+            ax.plot(*zip(*points), "-" if len(points) > 1 else "", color=color, lw=1)
+            ax.plot(*zip(*points), marker, color=color, ms=9 if method in (OURS, SHARP) else 6, ls="",
+                    label=method)
+        ax.axhline(1.0, color="black", lw=0.5, ls=":")
+        ax.axhline(CLOSE_ENOUGH, color="gray", lw=0.5, ls="--")
+        ax.set_xscale("log")
+        ax.set_title(f"target: {run.rule}", fontsize=9)
+        ax.set_xlabel("gradient evaluations / image (log)", fontsize=8)
+        ax.set_ylabel("distortion / best peer (median)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0][-1].legend(fontsize=7, loc="upper right", frameon=False)
     return fig

@@ -331,3 +331,21 @@ def test_linearised_order_is_the_boundary_distance_of_a_linear_model():
         distance = {j: ((z[i, y[i]] - z[i, j]) / (w[y[i]] - w[j]).norm()).item() for j in range(6) if j != y[i]}
         expected.append(sorted(distance, key=distance.get))
     assert attack.linearised_order(model, x, y).tolist() == expected
+
+
+def test_sharp_loss_and_warm_start_reach_the_exact_minimum_of_a_linear_model_and_trace_the_search():
+    model = random_linear(784, 10, torch.Generator().manual_seed(7))
+    x, _ = fixed_subset(8, train=False, seed=4)
+    target = runner_up(model, x)
+    exact = exact_min_distortion_linear(model, x, target).distortion
+    for options in ({"loss": "sharp"}, {"loss": "sharp", "warm_start": True}, {"warm_start": True}):
+        seen = []
+        result = lbfgs_attack(model, x, target, c_steps=6, on_step=lambda best: seen.append(
+            torch.where(best.success, best.distortion, float("inf")).clone()), **options)
+        assert result.success.all(), options
+        ratio = result.distortion / exact
+        assert ratio.min() > 1 - 1e-4 and ratio.max() < 1.01, (options, ratio)
+        assert len(seen) == 7  # after each of the 6 runs and after the refinement
+        steps = torch.stack(seen[:-1])
+        assert (steps[1:] <= steps[:-1]).all()  # the best success so far never gets worse
+        assert torch.allclose(seen[-1], result.distortion)

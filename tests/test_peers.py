@@ -163,3 +163,112 @@ def test_committed_results_are_current_and_complete(name):
     methods = {r.method for r in run.results}
     assert {OURS, peers.FAST, "DDN", "BB", "C&W", "FMN", "FAB"} <= methods
     assert (EXACT in methods) == (name in peers.LINEAR_MODELS)
+
+
+def test_passes_are_counted_for_ours_and_a_peer_and_ddn_makes_one_gradient_per_step():
+    pytest.importorskip("foolbox")
+    model = random_linear(784, 10, torch.Generator().manual_seed(2))
+    x, _ = fixed_subset(4, train=False, seed=5)
+    target = runner_up(model, x)
+    ddn, _ = peers.run_peer(model, "random-linear", x, target, np.arange(4), "DDN", 30)
+    assert ddn.gradients == 30  # Foolbox's DDN: one gradient per image and step
+    ours, x_adv = peers.run_own(model, "random-linear", x, target, np.arange(4), OURS, 4, "runner-up")
+    assert ours.gradients > 4 and ours.forwards > 0 and ours.success.all()
+    # the trace: one point after each of the 4 runs of the c search and one after the refinement
+    assert len(ours.trace) == 5 and [g for g, _ in ours.trace] == sorted(g for g, _ in ours.trace)
+    assert ours.trace[-1][0] <= ours.gradients
+    assert ours.trace[-1][1] == pytest.approx(ours.distortion.tolist(), rel=1e-5)
+
+
+def test_alignment_is_one_at_the_exact_minimum_of_a_linear_model_and_below_one_elsewhere():
+    model = random_linear(784, 10, torch.Generator().manual_seed(3))
+    x, _ = fixed_subset(6, train=False, seed=1)
+    target = runner_up(model, x)
+    exact = exact_min_distortion_linear(model, x, target)
+    assert peers.alignment(model, x, exact.x_min, target) == pytest.approx(np.ones(6), abs=1e-3)
+    noisy = (exact.x_min + 0.02 * torch.randn(exact.x_min.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    assert (peers.alignment(model, x, noisy, target) < 0.9).all()
+
+
+def test_sharp_loss_reaches_the_exact_minimum_of_a_linear_model():
+    model = random_linear(784, 10, torch.Generator().manual_seed(4))
+    x, _ = fixed_subset(6, train=False, seed=2)
+    target = runner_up(model, x)
+    sharp, _ = peers.run_own(model, "random-linear", x, target, np.arange(6), peers.SHARP, 10, "runner-up")
+    exact = exact_min_distortion_linear(model, x, target).distortion.double().numpy()
+    assert sharp.success.all() and sharp.method == peers.SHARP
+    assert (sharp.distortion / exact).max() < 1.01 and (sharp.distortion / exact).min() > 1 - 1e-4
+
+
+def test_saved_passes_trace_alignment_and_rule_come_back(tmp_path):
+    found = result(OURS, 10, [0.01, 0.02], model="efficientnet-lite0")
+    found.rule, found.gradients, found.forwards = "ostrich", 1130.5, 52.0
+    found.trace, found.alignment = [(100.0, [math.inf, 0.03]), (200.0, [0.015, 0.02])], np.array([0.5, 0.9])
+    run = peers.PeerRun("efficientnet-lite0", np.array([0, 1]), np.array([281, 967]), np.array([9, 9]), [found],
+                        {k: 0 for k in peers.REQUIRED_PROVENANCE}, rule="ostrich")
+    path = peers.save(run, tmp_path)
+    assert path.name == "efficientnet-lite0_ostrich.json"
+    back = peers.load("efficientnet-lite0", tmp_path, "ostrich").results[0]
+    assert (back.rule, back.gradients, back.forwards) == ("ostrich", 1130.5, 52.0)
+    assert back.trace == [(100.0, [math.inf, 0.03]), (200.0, [0.015, 0.02])]
+    assert back.alignment.tolist() == [0.5, 0.9]
+    with pytest.raises(ValueError, match="under rule"):
+        path.rename(tmp_path / "efficientnet-lite0_runner-up.json")
+        peers.load("efficientnet-lite0", tmp_path, "runner-up")
+
+
+def imagenet_run(rule: str, ours: float, ours_gradients: float, ddn_gradients=(100, 300, 1000)) -> peers.PeerRun:
+    """Two photos: ours scaled by `ours` against DDN at three budgets (the last the best peer)."""
+    base = np.array([0.0012, 0.0010])
+    results = [result(OURS, 10, base * ours, model="efficientnet-lite0")]
+    results[0].gradients = ours_gradients
+    for budget, scale in zip(ddn_gradients, (1.2, 1.05, 1.0)):
+        results.append(result("DDN", budget, base * scale, model="efficientnet-lite0"))
+        results[-1].gradients = budget
+    return peers.PeerRun("efficientnet-lite0", np.arange(2), np.zeros(2), np.ones(2), results, rule=rule)
+
+
+def test_imagenet_findings_judge_distortion_and_gradients_toward_each_target():
+    good = peers.imagenet_findings([imagenet_run("ostrich", 1.0, 900), imagenet_run("runner-up", 1.004, 500)])
+    assert [f.holds for f in good] == [True, True]
+    far = peers.imagenet_findings([imagenet_run("ostrich", 1.03, 900), imagenet_run("runner-up", 1.0, 500)])
+    assert [f.holds for f in far] == [False, True] and "ostrich (1.0300)" in far[0].note
+    # as close as DDN-1000 but with more gradient evaluations than it
+    costly = peers.imagenet_findings([imagenet_run("ostrich", 1.0, 1200), imagenet_run("runner-up", 1.0, 500)])
+    assert [f.holds for f in costly] == [True, False]
+    # DDN-300 is within 0.5% of ours at 1.05: ours must beat 300 gradients
+    near = peers.imagenet_findings([imagenet_run("ostrich", 1.05, 400), imagenet_run("runner-up", 1.05, 200)])
+    assert [f.holds for f in near] == [False, False] and "DDN-300 300" in near[1].ours
+    table = peers.imagenet_table(imagenet_run("ostrich", 1.0, 900))
+    assert table["median ratio to best peer"].tolist() == pytest.approx([1.0, 1.2, 1.05, 1.0])
+    assert table["gradients / image"].tolist() == [900, 100, 300, 1000]
+
+
+def test_sharp_temperature_is_the_one_chosen_on_the_validation_photos():
+    from lib import attack, natural_images
+
+    record = json.loads((peers.IMAGENET_DIR / "sharp_temperature.json").read_text())
+    assert set(record["photos"]).isdisjoint(natural_images.load_attacks(record["network"], "ostrich").photos)
+    means = peers.sharp_validation(record)
+    chosen = peers.sharp_key(attack.SHARP_TEMPERATURE, peers.SHARP_OPTIONS["warm_start"])
+    assert len(means) >= 3 and min(means, key=means.get) == chosen
+
+
+@pytest.mark.parametrize("rule", ["ostrich", "runner-up"])
+def test_committed_imagenet_comparison_is_complete_and_current(rule):
+    from lib import attack, fast_attack, imagenet, natural_images
+
+    run = peers.load(peers.IMAGENET_NETWORK, peers.IMAGENET_DIR, rule)
+    assert run.provenance["weights"] == imagenet.info(peers.IMAGENET_NETWORK).sha256
+    assert run.provenance["photos"] == natural_images.load_attacks(peers.IMAGENET_NETWORK, rule).photos
+    assert run.provenance["threads"] == 1
+    done = {(r.method, r.budget) for r in run.results}
+    assert done == {(m, b) for m, budgets in peers.IMAGENET_BUDGETS.items() for b in budgets}
+    for r in run.results:
+        assert np.isfinite(r.gradients) and r.gradients > 0, r.label
+        if r.method == "DDN":
+            assert r.gradients == r.budget  # one gradient per step and image: the count is right
+    own = [r for r in run.results if r.method in (peers.OURS, peers.SHARP)]
+    assert all(r.trace and r.trace[-1][0] <= r.gradients for r in own)
+    assert (run.provenance["attack_version"], run.provenance["fast_attack_version"]) == (
+        attack.VERSION, fast_attack.VERSION), "the attack changed: rerun benchmarks/bench_imagenet_peers.py"

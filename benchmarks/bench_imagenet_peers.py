@@ -1,0 +1,142 @@
+"""The attack at ImageNet scale: ours and ours-fast beside Foolbox 3's DDN, C&W, FMN and Brendel-Bethge on photos.
+
+    python benchmarks/bench_imagenet_peers.py [--network efficientnet-lite0] [--rules ostrich runner-up]
+                                              [--methods NAME ...] [--fresh] [--device cuda]
+
+Every method attacks the photos of the natural-images chapter (those all three EfficientNet-Lite networks
+classify correctly, `lib.natural_images.used_photos`) on one network, toward "ostrich" and toward the
+runner-up, on one thread, over the budgets of `lib.peers.IMAGENET_BUDGETS`. Each method is timed and its
+passes counted (`lib.peers.CountingModel`): gradient evaluations per image do not depend on the machine,
+seconds do. Each (rule, method, budget) is written to data/results/peers/imagenet/NETWORK_RULE.json as soon
+as it finishes, so an interrupted run resumes (`--fresh` starts over). Ends with the verdicts of
+`lib.peers.imagenet_findings`. With `--device cuda` the results go to data/results/peers/imagenet/cuda/.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads (see bench_peers.py)
+
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import lib  # noqa: E402
+from lib import attack, fast_attack, findings, imagenet, natural_images, peers, photos  # noqa: E402
+
+
+def plan(methods: list[str]) -> list[tuple[str, int]]:
+    """The (method, budget) pairs, DDN before Brendel-Bethge (its start)."""
+    order = [peers.OURS, peers.SHARP, peers.FAST, "DDN", "BB", "C&W", "FMN", peers.FMN_FIXED]
+    return [(m, b) for m in order if m in methods for b in peers.IMAGENET_BUDGETS.get(m, ())]
+
+
+def provenance(network: str, names: list[str], started: str, device: str) -> dict:
+    """Where a network's results came from: weights, attack versions, photos, libraries, machine, dates."""
+    return {"weights": imagenet.info(network).sha256, "attack_version": attack.VERSION,
+            "fast_attack_version": fast_attack.VERSION, "seed": 0, "split": "photos",
+            "requested_images": len(names), "photos": names, "threads": 1, **peers.environment(),
+            "started": started, "date": peers.started_at(),
+            "command": "python benchmarks/bench_imagenet_peers.py " + " ".join(sys.argv[1:]),
+            "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+            "warm_up": "each method ran once, untimed, on one photo before it was timed",
+            "timing": "wall seconds of the attack call over all photos, one torch thread; passes counted per image"}
+
+
+def current(network: str, rule: str, names: list[str], folder: Path) -> peers.PeerRun | None:
+    """The saved run if it was made with today's weights, attack VERSIONs and photos, else None."""
+    try:
+        run = peers.load(network, folder, rule)
+    except (FileNotFoundError, ValueError):
+        return None
+    keep = (run.provenance["weights"] == imagenet.info(network).sha256
+            and run.provenance["attack_version"] == attack.VERSION
+            and run.provenance["fast_attack_version"] == fast_attack.VERSION
+            and run.provenance.get("photos") == names)
+    if not keep:  # ours changed: the peers' results still hold, ours are redone
+        run.results = [r for r in run.results if r.method not in peers.OWN]
+        run.provenance.update(attack_version=attack.VERSION, fast_attack_version=fast_attack.VERSION)
+    return run if run.provenance.get("photos") == names else None
+
+
+def run_rule(network: str, rule: str, names: list[str], methods: list[str], bar: tqdm, fresh: bool, device: str,
+             folder: Path) -> peers.PeerRun:
+    """Every pending (method, budget) toward `rule`, saving after each."""
+    model = imagenet.load(network).to(device)
+    x, _ = photos.load(names)
+    x = x.to(device)
+    label, target = natural_images._targets(model, x, rule)
+    images = [photos.NAMES.index(n) for n in names]
+    run = None if fresh else current(network, rule, names, folder)
+    if run is not None and not torch.equal(torch.as_tensor(run.targets), target.cpu()):
+        raise RuntimeError(f"{network} {rule}: the saved targets differ from today's")
+    if run is None:
+        run = peers.PeerRun(network, images, label.cpu().numpy(), target.cpu().numpy(), [], rule=rule)
+        run.provenance = provenance(network, names, peers.started_at(), device)
+    done = {(r.method, r.budget) for r in run.results}
+    todo = [p for p in plan(methods) if p not in done]
+    bar.update(len(plan(methods)) - len(todo))
+    starts: dict[tuple[str, int], tuple[torch.Tensor, peers.Cost]] = {}
+    warmed: set[str] = set()
+    for method, budget in todo:
+        bar.set_description(f"{network} {rule} {method}-{budget}")
+        start, start_cost = None, None
+        if method == "BB":
+            if peers.BB_START not in starts:  # DDN-100 ran in an earlier session: recompute its images
+                result, x_adv = peers.run_peer(model, network, x, target, images, *peers.BB_START, rule=rule)
+                starts[peers.BB_START] = (x_adv, peers.Cost(result.seconds, result.gradients, result.forwards))
+            start, start_cost = starts[peers.BB_START]
+        if method not in warmed:  # one photo, untimed: numba compiles, the allocator grows
+            if method in peers.OWN:
+                peers.run_own(model, network, x[:1], target[:1], images[:1], method, 1, rule)
+            else:
+                peers.run_peer(model, network, x[:1], target[:1], images[:1], method, min(peers.IMAGENET_BUDGETS[method]),
+                               start=None if start is None else start[:1], rule=rule)
+            warmed.add(method)
+        if method in peers.OWN:
+            result, x_adv = peers.run_own(model, network, x, target, images, method, budget, rule)
+        else:
+            result, x_adv = peers.run_peer(model, network, x, target, images, method, budget, start=start,
+                                           start_cost=start_cost, rule=rule)
+            if (method, budget) == peers.BB_START:
+                starts[method, budget] = (x_adv, peers.Cost(result.seconds, result.gradients, result.forwards))
+        result.alignment = peers.alignment(model, x, x_adv, target)  # untimed, uncounted
+        run.results.append(result)
+        run.provenance["date"] = peers.started_at()
+        peers.save(run, folder)
+        bar.update()
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--network", default=peers.IMAGENET_NETWORK, choices=imagenet.LITE_NAMES)
+    parser.add_argument("--rules", nargs="+", default=list(natural_images.RULES), choices=natural_images.RULES)
+    parser.add_argument("--methods", nargs="+", default=list(peers.IMAGENET_BUDGETS), choices=list(peers.IMAGENET_BUDGETS))
+    peers.add_run_arguments(parser)
+    args = parser.parse_args()
+    folder = peers.results_folder(parser, args, peers.IMAGENET_DIR)
+    lib.setup_torch()
+    warnings.filterwarnings("ignore", message=".*optimizer needs to be compiled.*")
+    warnings.filterwarnings("ignore", category=UserWarning, module="eagerpy")
+    names = natural_images.load_attacks(args.network, natural_images.RULES[0]).photos  # the chapter's photos
+    start = time.perf_counter()
+    runs = []
+    with lib.one_thread(), tqdm(total=len(args.rules) * len(plan(args.methods)), desc="peers", unit="run") as bar:
+        for rule in args.rules:
+            runs.append(run_rule(args.network, rule, names, args.methods, bar, args.fresh, args.device, folder))
+    print(f"\n{len(names)} photos ({', '.join(names)}); this session {(time.perf_counter() - start) / 60:.1f} min\n")
+    for run in runs:
+        print(peers.imagenet_table(run).to_string(index=False), "\n")
+    for f in peers.imagenet_findings(runs):
+        print(f"- {f.claim}: {findings.verdict(f)} ({f.ours}; {f.paper})")
+
+
+if __name__ == "__main__":
+    main()
