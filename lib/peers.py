@@ -868,15 +868,16 @@ def imagenet_findings(runs: Sequence[PeerRun]) -> list[Finding]:
     return found
 
 
-def imagenet_plot(runs: Sequence[PeerRun]):
+def imagenet_plot(runs: Sequence[PeerRun], ceiling: float = 2.0):
     """Per target rule: each method's median distortion / best peer against gradient evaluations per image (log).
 
     DDN is a curve over its budgets; ours and ours-sharp are curves over their c search (`PeerResult.trace`:
     the best success so far after each L-BFGS run, then after the refinement), ending at their final point.
+    A median above `ceiling` is drawn hollow on the top edge, with its value.
     """
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(runs), figsize=(3.7 * len(runs), 3.3), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(runs), figsize=(3.5 * len(runs) + 1.2, 3.3), squeeze=False, layout="constrained")
     for ax, run in zip(axes[0], runs):
         best = best_peer(run.results)
         for method in METHODS:
@@ -886,18 +887,28 @@ def imagenet_plot(runs: Sequence[PeerRun]):
             color, marker = COLORS[method], MARKERS[method]
             if found[0].trace:
                 steps = [(g, float(np.median(np.asarray(d) / best))) for g, d in found[0].trace]
-                steps = [(g, v) for g, v in steps if np.isfinite(v)]
+                steps = [(g, min(v, ceiling)) for g, v in steps if np.isfinite(v)]
                 ax.plot(*zip(*steps), "-", color=color, lw=1, alpha=0.6)
             points = [(r.gradients, float(np.median(r.distortion / best))) for r in found]
-            ax.plot(*zip(*points), "-" if len(points) > 1 else "", color=color, lw=1)
-            ax.plot(*zip(*points), marker, color=color, ms=9 if method in (OURS, SHARP) else 6, ls="",
-                    label=method)
+            if len(points) > 1:
+                ax.plot([g for g, _ in points], [min(v, ceiling) for _, v in points], "-", color=color, lw=1)
+            for k, (g, v) in enumerate(points):
+                ax.plot(g, min(v, ceiling), marker, color=color, ms=9 if method in (OURS, SHARP) else 6,
+                        markerfacecolor=color if v <= ceiling else "none")
+                if v > ceiling:
+                    ax.annotate(f"{v:.1f}", (g, ceiling), textcoords="offset points", xytext=(0, -11), ha="center",
+                                fontsize=6, color=color)
         ax.axhline(1.0, color="black", lw=0.5, ls=":")
         ax.axhline(CLOSE_ENOUGH, color="gray", lw=0.5, ls="--")
+        ax.set_ylim(0.95, ceiling + 0.05)
         ax.set_xscale("log")
         ax.set_title(f"target: {run.rule}", fontsize=9)
         ax.set_xlabel("gradient evaluations / image (log)", fontsize=8)
         ax.set_ylabel("distortion / best peer (median)", fontsize=8)
         ax.tick_params(labelsize=7)
-    axes[0][-1].legend(fontsize=7, loc="upper right", frameon=False)
+    shown = [m for m in METHODS if any(r.method == m for run in runs for r in run.results)]
+    handles = [plt.Line2D([], [], color=COLORS[m], marker=MARKERS[m], ls="", label=m) for m in shown]
+    handles.append(plt.Line2D([], [], color="gray", marker="o", markerfacecolor="none", ls="",
+                              label=f"above {ceiling:g} (value below)"))
+    axes[0][-1].legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     return fig
