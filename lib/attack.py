@@ -164,8 +164,8 @@ def sharp_loss(logits: Tensor, target: Tensor, temperature: Tensor) -> Tensor:
     """loss="sharp": `sharp_cross_entropy` with temperature = kappa = one T per example.
 
     Cross-entropy weighs every rival class by its probability, so its minimiser leans towards all of them
-    (on ImageNet's 999 rivals, far from the nearest boundary); sharpened, it pushes against the nearest
-    rival only, like a hinge, yet stays smooth for L-BFGS.
+    (on ImageNet's 999 rivals, away from the boundary it has to cross); sharpened, it pushes against the
+    strongest rival only, like a hinge on the margin, yet stays smooth for L-BFGS.
     """
     return sharp_cross_entropy(logits, target, temperature, temperature)
 
