@@ -142,22 +142,23 @@ def lbfgs_attack(
     (see `_c_search`); on_step: called with the best result so far after each run of the c search and after the
     refinement (to trace convergence). Images [N,C,H,W] in [0,1]; target [N], each != the predicted label.
     """
-    loss_fn = _check_attack(model, x, target, c_init, c_steps, max_iter, history, loss)
+    sharp = isinstance(loss, str) and loss == "sharp"
+    loss_fn = _check_attack(model, x, target, c_init, c_steps, max_iter, history, "ce" if sharp else loss)
     x, target = x.detach(), target.long()
 
     def minimise(objective: Objective, z0: Tensor) -> Tensor:
         return lbfgsb.minimize(objective, z0, max_iter=max_iter, history=history)
 
     with _evaluating(model):
-        temperature = _margin_scale(model, x, target) if loss == "sharp" else None
+        temperature = margin_scale(model, x, target, SHARP_TEMPERATURE) if sharp else None
         return _c_search(model, x, target, loss_fn, minimise, c_init, c_steps, refine, temperature, on_step,
                          warm_start)
 
 
 @torch.no_grad()
-def _margin_scale(model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
-    """SHARP_TEMPERATURE x |z_l - max_j z_j| at x per image: a temperature in the logits' own units."""
-    return SHARP_TEMPERATURE * logit_margin(model(x), target).abs().clamp_min(1e-6)
+def margin_scale(model: nn.Module, x: Tensor, target: Tensor, fraction: float) -> Tensor:
+    """fraction x |z_l - max_j z_j| at x per image: a temperature in the logits' own units."""
+    return fraction * logit_margin(model(x), target).abs().clamp_min(1e-6)
 
 
 def sharp_loss(logits: Tensor, target: Tensor, temperature: Tensor) -> Tensor:
@@ -273,11 +274,11 @@ def _refine(
     return torch.where(closer[:, None, None, None], x_polished, x_boundary)
 
 
-def _penalty(model: nn.Module, x: Tensor, target: Tensor, c: Tensor, loss_fn: LossFn,
+def _penalty(model: nn.Module, x: Tensor, target: Tensor, c: Tensor, loss_fn: LossFn | None,
              temperature: Tensor | None = None) -> Objective:
     """The objective ||z - x||^2 + c loss(f(z), l) of the penalty problem, for the given rows of the batch.
 
-    temperature [N]: the loss is `sharp_loss` at each row's temperature instead of loss_fn.
+    temperature [N]: the loss is `sharp_loss` at each row's temperature (loss_fn unused, may be None).
     """
     x_flat, shape = x.flatten(1), x.shape[1:]
 
@@ -521,8 +522,9 @@ def _check_attack(
     for name, value in [("c_steps", c_steps), ("max_iter", max_iter), ("history", history)]:
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if not callable(loss) and loss not in (*LOSSES, "sharp"):
-        raise ValueError(f"loss must be one of {sorted([*LOSSES, 'sharp'])} or a callable, got {loss!r}")
+    if not callable(loss) and loss not in LOSSES:
+        raise ValueError(f"loss must be one of {sorted(LOSSES)} or a callable (lbfgs_attack also takes 'sharp'), "
+                         f"got {loss!r}")
     _check_images(x)
     with _evaluating(model), torch.no_grad():
         logits = model(x)
@@ -531,4 +533,4 @@ def _check_attack(
     if len(already):
         raise ValueError(f"target equals the predicted label for images {already[:10].tolist()}: "
                          "the attack needs a different label")
-    return loss if callable(loss) else LOSSES.get(loss, cross_entropy_loss)  # "sharp": see _penalty
+    return loss if callable(loss) else LOSSES[loss]

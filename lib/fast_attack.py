@@ -25,8 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from . import lbfgsb
-from .attack import (AttackResult, BOUNDARY_MARGIN, _check_attack, _evaluating, _multiplier_estimate, distortion,
-                     lbfgs_attack, logit_margin, predict, sharp_cross_entropy)
+from .attack import (AttackResult, BOUNDARY_MARGIN, _check_attack, _evaluating, _multiplier_estimate, _penalty,
+                     distortion, lbfgs_attack, logit_margin, margin_scale, predict)
 
 POLISH_STEPS = 20  # L-BFGS iterations of the one polish run
 TEMPERATURE = 0.05  # the polish's temperature (and margin), as a fraction of |margin at x|; chosen on training images
@@ -65,10 +65,10 @@ def fast_attack(
         start, crossed = linearised_start(model, x, target, linear_steps)
         x_boundary = boundary_on_ray(model, x, start, target, crossed)
         c = 2 * _multiplier_estimate(model, x, x_boundary, target)
-        with torch.no_grad():  # the loss's temperature in logits: a fraction of how far x is from the boundary
-            scale = temperature * logit_margin(model(x), target).abs().clamp_min(1e-6)
-        polished = lbfgsb.minimize(_polish_objective(model, x, target, c, scale), x_boundary.flatten(1).clone(),
-                                   max_iter=polish_steps, history=history).view(x.shape)
+        scale = margin_scale(model, x, target, temperature)  # in logits: a fraction of how far x is from the boundary
+        polish = _penalty(model, x, target, c, None, temperature=scale)  # attack.sharp_loss at T = kappa = scale
+        polished = lbfgsb.minimize(polish, x_boundary.flatten(1).clone(), max_iter=polish_steps,
+                                   history=history).view(x.shape)
         reached = predict(model, polished) == target
         polished = boundary_on_ray(model, x, polished, target, reached)
         reached &= predict(model, polished) == target
@@ -83,19 +83,6 @@ def fast_attack(
         for name in ("x_adv", "success", "distortion", "c"):
             getattr(result, name)[failed] = getattr(retry, name)
     return result
-
-
-def _polish_objective(model: nn.Module, x: Tensor, target: Tensor, c: Tensor, temperature: Tensor) -> lbfgsb.Objective:
-    """||z - x||^2 + c `sharp_cross_entropy` with temperature = kappa = T, one T per image."""
-    x_flat, shape = x.flatten(1), x.shape[1:]
-
-    def objective(z: Tensor, rows: Tensor) -> Tensor:
-        r = z - x_flat.index_select(0, rows)
-        t = temperature.index_select(0, rows)
-        loss = sharp_cross_entropy(model(z.view(-1, *shape)), target.index_select(0, rows), t, t)
-        return torch.linalg.vecdot(r, r) + c.index_select(0, rows) * loss
-
-    return objective
 
 
 def _margin_objective(model: nn.Module, target: Tensor, shape: torch.Size) -> lbfgsb.Objective:

@@ -349,3 +349,10 @@ def test_sharp_loss_and_warm_start_reach_the_exact_minimum_of_a_linear_model_and
         steps = torch.stack(seen[:-1])
         assert (steps[1:] <= steps[:-1]).all()  # the best success so far never gets worse
         assert torch.allclose(seen[-1], result.distortion)
+
+
+def test_only_the_search_takes_the_sharp_loss():
+    model = random_linear(784, 10, torch.Generator().manual_seed(8))
+    x, _ = fixed_subset(2, train=False, seed=4)
+    with pytest.raises(ValueError, match="lbfgs_attack also takes 'sharp'"):
+        attack.minimise_penalty(model, x, runner_up(model, x), 1.0, loss="sharp")  # no silent cross-entropy
