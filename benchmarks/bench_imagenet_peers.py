@@ -51,19 +51,18 @@ def provenance(network: str, names: list[str], started: str, device: str) -> dic
 
 
 def current(network: str, rule: str, names: list[str], folder: Path) -> peers.PeerRun | None:
-    """The saved run if it was made with today's weights, attack VERSIONs and photos, else None."""
+    """The saved run if it was made with today's weights and photos, else None; ours dropped if the attack changed."""
     try:
         run = peers.load(network, folder, rule)
     except (FileNotFoundError, ValueError):
         return None
-    keep = (run.provenance["weights"] == imagenet.info(network).sha256
-            and run.provenance["attack_version"] == attack.VERSION
-            and run.provenance["fast_attack_version"] == fast_attack.VERSION
-            and run.provenance.get("photos") == names)
-    if not keep:  # ours changed: the peers' results still hold, ours are redone
+    if run.provenance["weights"] != imagenet.info(network).sha256 or run.provenance.get("photos") != names:
+        return None
+    versions = dict(attack_version=attack.VERSION, fast_attack_version=fast_attack.VERSION)
+    if any(run.provenance[k] != v for k, v in versions.items()):  # the peers' results still hold; ours are redone
         run.results = [r for r in run.results if r.method not in peers.OWN]
-        run.provenance.update(attack_version=attack.VERSION, fast_attack_version=fast_attack.VERSION)
-    return run if run.provenance.get("photos") == names else None
+        run.provenance.update(versions)
+    return run
 
 
 def run_rule(network: str, rule: str, names: list[str], methods: list[str], bar: tqdm, fresh: bool, device: str,
@@ -91,7 +90,7 @@ def run_rule(network: str, rule: str, names: list[str], methods: list[str], bar:
         if method == "BB":
             if peers.BB_START not in starts:  # DDN-100 ran in an earlier session: recompute its images
                 result, x_adv = peers.run_peer(model, network, x, target, images, *peers.BB_START, rule=rule)
-                starts[peers.BB_START] = (x_adv, peers.Cost(result.seconds, result.gradients, result.forwards))
+                starts[peers.BB_START] = (x_adv, result.cost)
             start, start_cost = starts[peers.BB_START]
         if method not in warmed:  # one photo, untimed: numba compiles, the allocator grows
             if method in peers.OWN:
@@ -106,7 +105,7 @@ def run_rule(network: str, rule: str, names: list[str], methods: list[str], bar:
             result, x_adv = peers.run_peer(model, network, x, target, images, method, budget, start=start,
                                            start_cost=start_cost, rule=rule)
             if (method, budget) == peers.BB_START:
-                starts[method, budget] = (x_adv, peers.Cost(result.seconds, result.gradients, result.forwards))
+                starts[method, budget] = (x_adv, result.cost)
         result.alignment = peers.alignment(model, x, x_adv, target)  # untimed, uncounted
         run.results.append(result)
         run.provenance["date"] = peers.started_at()

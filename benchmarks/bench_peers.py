@@ -103,8 +103,7 @@ def run_model(name: str, requested: int, budgets: dict, bar: tqdm, fresh: bool, 
             start = adversarial.get(peers.BB_START)
             if start is None:  # DDN-100 ran in an earlier session: recompute its images (untimed)
                 _, start = peers.run_peer(model, name, x, target, run.images, *peers.BB_START)
-            ddn = next(r for r in run.results if (r.method, r.budget) == peers.BB_START)
-            start_cost = peers.Cost(ddn.seconds, ddn.gradients, ddn.forwards)
+            start_cost = next(r for r in run.results if (r.method, r.budget) == peers.BB_START).cost
         if method not in warmed:
             if method == peers.EXACT:
                 peers.run_exact(model, name, x[:2], target[:2], run.images[:2])

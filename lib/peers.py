@@ -52,6 +52,7 @@ FAST = "ours-fast"  # lib.fast_attack; its budget is the polish's L-BFGS iterati
 SHARP = "ours-sharp"  # lib.attack with SHARP_OPTIONS: the same c search on the sharpened cross-entropy
 SHARP_OPTIONS = {"loss": "sharp", "warm_start": False}  # chosen by benchmarks/bench_sharp_temperature.py
 OWN = (OURS, SHARP, FAST, EXACT)  # not peers: the best peer is taken over the other methods
+SEARCH_OPTIONS = {OURS: {}, SHARP: SHARP_OPTIONS}  # the options of attack.lbfgs_attack behind each of ours
 SPEED_FACTOR = 2.0  # target of issue #16: the fast attack >= 2x faster than DDN at the same distortion
 FMN_FIXED = "FMN*"  # Foolbox's L2 FMN with the projection onto the epsilon ball that its code leaves out
 CLOSE_ENOUGH = 1.005  # target of issue #16: ours <= 1.005 x the best peer (median per image)
@@ -116,6 +117,11 @@ class PeerResult:
     def label(self) -> str:
         """'ours', 'exact QP' or METHOD-BUDGET (e.g. 'DDN-100', 'ours-fast-20')."""
         return self.method if self.method in (OURS, SHARP, EXACT) else f"{self.method}-{self.budget}"
+
+    @property
+    def cost(self) -> "Cost":
+        """Its seconds and counted passes, to add to another's (Brendel-Bethge's start)."""
+        return Cost(self.seconds, self.gradients, self.forwards)
 
     @property
     def seconds_per_image(self) -> float:
@@ -215,7 +221,7 @@ def run_ours(model: nn.Module, name: str, x: Tensor, y: Tensor, images: np.ndarr
 
     method: OURS (the cross-entropy) or SHARP (loss="sharp").
     """
-    options = {OURS: {}, SHARP: SHARP_OPTIONS}[method]
+    options = SEARCH_OPTIONS[method]
     result, cost = _timed(model, lambda m: min_distortion(m, x, y, target=RULE, c_steps=c_steps, **options), len(x))
     if result.misclassified.any():
         raise ValueError("pass only correctly classified images (see attacked_images)")
@@ -251,8 +257,8 @@ def run_own(model: nn.Module, name: str, x: Tensor, target: Tensor, images: np.n
             trace.append((m.gradient_evaluations / len(x), _round(dist)))
         return on_step
 
-    if method in (OURS, SHARP):
-        options = {} if method == OURS else SHARP_OPTIONS
+    if method in SEARCH_OPTIONS:
+        options = SEARCH_OPTIONS[method]
         run = lambda m: lbfgs_attack(m, x, target, c_steps=budget, on_step=record(m), **options)  # noqa: E731
     elif method == FAST:
         run = lambda m: fast_attack(m, x, target, polish_steps=budget)  # noqa: E731
@@ -658,7 +664,7 @@ def _by_budget(group: Sequence[PeerResult], method: str) -> list[PeerResult]:
 
 
 def _median_to_best_peer(group: Sequence[PeerResult], result: PeerResult) -> float:
-    """The median per-image ratio of `result` (one of ours) to the best peer."""
+    """The median per-image ratio of `result` (any method's) to the best peer."""
     return float(np.median(ratio_to_best_peer(group, result)))
 
 
@@ -815,6 +821,16 @@ def sharp_validation(record: dict) -> dict[str, float]:
             for k, v in record["results"].items()}
 
 
+def improving_runs(result: PeerResult) -> np.ndarray:
+    """Per image, how many runs of ours' c search (`PeerResult.trace`) brought a closer success than those before.
+
+    The first success counts as one; the refinement, the trace's last point, does not count.
+    """
+    steps = np.array([d for _, d in result.trace[:-1]])  # [runs, images]; inf until a run succeeds
+    before = np.vstack([np.full(steps.shape[1], np.inf), steps[:-1]])
+    return (steps < before).sum(0)
+
+
 def load_imagenet(network: str = IMAGENET_NETWORK, rules: Sequence[str] = ("ostrich", "runner-up"),
                   folder: Path = IMAGENET_DIR) -> list[PeerRun]:
     """The committed ImageNet comparison of `network`, one run per target rule."""
@@ -823,23 +839,22 @@ def load_imagenet(network: str = IMAGENET_NETWORK, rules: Sequence[str] = ("ostr
 
 def imagenet_table(run: PeerRun) -> pd.DataFrame:
     """One rule's methods on the photos: success, mean distortion, median ratio to the best peer, passes, seconds."""
-    best = best_peer(run.results) if best_peer_exists(run.results) else None
+    peered = best_peer_exists(run.results)
     rows = []
     for r in sorted(run.results, key=lambda r: (list(METHODS).index(r.method), r.budget)):
-        ratio = r.distortion / best if best is not None else np.full(len(r.distortion), math.nan)
         rows.append({"target": run.rule, "method": r.label, "success %": 100 * r.success.mean(),
                      "mean distortion": r.distortion[r.success].mean() if r.success.any() else math.nan,
-                     "median ratio to best peer": float(np.median(ratio)),
+                     "median ratio to best peer": _median_to_best_peer(run.results, r) if peered else math.nan,
                      "gradients / image": r.gradients, "forward passes / image": r.forwards,
                      "s / image": r.seconds_per_image})
     return pd.DataFrame(rows)
 
 
 def _gradient_match(group: Sequence[PeerResult], result: PeerResult) -> tuple[bool, str]:
-    """Whether `result` costs no more gradient evaluations than DDN at its smallest budget within 0.5% of it."""
+    """Whether `result` costs no more gradient evaluations than DDN at its smallest budget within SPEED_TOLERANCE."""
     match = ddn_match(group, ours=result)
     if match is None:
-        return True, "no tested DDN budget comes within 0.5% of its mean distortion"
+        return True, f"no tested DDN budget comes within {100 * SPEED_TOLERANCE:g}% of its mean distortion"
     fewer = result.gradients <= match.gradients
     return fewer, f"{result.gradients:.0f} gradients / image, {match.label} {match.gradients:.0f}"
 
@@ -863,8 +878,8 @@ def imagenet_findings(runs: Sequence[PeerRun]) -> list[Finding]:
         missed = [rule for rule, (ok, _) in passes.items() if not ok]
         found.append(Finding(
             f"{network}: {method} needs no more gradient evaluations than DDN at the same distortion",
-            "ours ≤ DDN's gradients per image at its smallest budget whose mean distortion is within 0.5% of ours "
-            "(or at most ours), toward each target",
+            f"ours ≤ DDN's gradients per image at its smallest budget whose mean distortion is within "
+            f"{100 * SPEED_TOLERANCE:g}% of ours (or at most ours), toward each target",
             "; ".join(f"{rule}: {text}" for rule, (_, text) in passes.items()),
             not missed, "" if not missed else "not met toward " + ", ".join(missed)))
     return found
@@ -892,7 +907,7 @@ def imagenet_plot(runs: Sequence[PeerRun], ceiling: float = 2.0):
                 steps = [(g, v) for g, v in steps if np.isfinite(v) and v <= ceiling]  # starts below the ceiling
                 if steps:
                     ax.plot(*zip(*steps), "-", color=color, lw=1, alpha=0.6, zorder=4 if method == OURS else 2)
-            points = [(r.gradients, float(np.median(r.distortion / best))) for r in found]
+            points = [(r.gradients, _median_to_best_peer(run.results, r)) for r in found]
             if len(points) > 1:
                 ax.plot([g for g, _ in points], [min(v, ceiling) for _, v in points], "-", color=color, lw=1)
             for k, (g, v) in enumerate(points):

@@ -272,3 +272,10 @@ def test_committed_imagenet_comparison_is_complete_and_current(rule):
     assert all(r.trace and r.trace[-1][0] <= r.gradients for r in own)
     assert (run.provenance["attack_version"], run.provenance["fast_attack_version"]) == (
         attack.VERSION, fast_attack.VERSION), "the attack changed: rerun benchmarks/bench_imagenet_peers.py"
+
+
+def test_improving_runs_count_the_runs_that_bring_a_closer_success():
+    found = result(OURS, 4, [0.01, 0.02], model="efficientnet-lite0")
+    found.trace = [(100.0, [math.inf, 0.03]), (200.0, [0.02, 0.03]), (300.0, [0.015, 0.03]), (400.0, [0.015, 0.025]),
+                   (450.0, [0.01, 0.02])]  # the last point: the refinement, not a run
+    assert peers.improving_runs(found).tolist() == [2, 2]
