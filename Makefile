@@ -69,7 +69,7 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/bench_spectral.py
 	$(PY) benchmarks/bench_untargeted.py
 	@echo "benchmarks/bench_peers.py (about 12 min), bench_fast_attack.py (about 1 min), bench_imagenet_peers.py and"
-	@echo "bench_sharp_temperature.py (ImageNet, see the README) rewrite the committed data/results/peers/: run them on purpose"
+	@echo "bench_sharp_temperature.py, bench_polish_start.py (ImageNet, see the README) rewrite the committed data/results/peers/: run them on purpose"
 
 clean:
 	rm -rf _build data/cache

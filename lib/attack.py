@@ -22,7 +22,7 @@ ImageNet in the natural-images chapter: loss="sharp" (the sharpened cross-entrop
 search itself) and warm_start (each run from the best success so far). The
 independent checks, a per-image scipy version and the exact answer for linear models, are in
 `lib.attack_reference`; the same attack without the search over c, several times faster, in
-`lib.fast_attack`.
+`lib.fast_attack`; `polish`, the attack's last step applied to another attack's result.
 """
 from __future__ import annotations
 
@@ -184,6 +184,32 @@ def minimise_penalty(
     with _evaluating(model):
         return lbfgsb.minimize(_penalty(model, x, target, c, loss_fn), x.flatten(1).clone(), max_iter=max_iter,
                                history=history).view(x.shape)
+
+
+def polish(
+    model: nn.Module, x: Tensor, x_adv: Tensor, target: Tensor, *, max_iter: int = 100, history: int = 10
+) -> AttackResult:
+    """The attack's last step on any start: shrink each x_adv onto the boundary, polish it (`_refine`), keep the closer.
+
+    x_adv [N,C,H,W] in [0,1], e.g. another attack's result; rows not classified as their target are returned as
+    they are, unsuccessful. The result's c is nan (no search over c ran).
+    """
+    _check_attack(model, x, target, 1.0, 1, max_iter, history, "ce")
+    _check_images(x_adv)
+    if x_adv.shape != x.shape:
+        raise ValueError(f"x_adv must have the shape of x {tuple(x.shape)}, got {tuple(x_adv.shape)}")
+    x, x_adv, target = x.detach(), x_adv.detach(), target.long()
+
+    def minimise(objective: Objective, z0: Tensor) -> Tensor:
+        return lbfgsb.minimize(objective, z0, max_iter=max_iter, history=history)
+
+    with _evaluating(model):
+        success = predict(model, x_adv) == target
+        polished = _refine(model, x, x_adv, target, success, minimise)
+        polished = torch.where(success[:, None, None, None], polished, x_adv)
+        success &= predict(model, polished) == target
+    return AttackResult(polished, success, distortion(x, polished), torch.full_like(success, math.nan, dtype=x.dtype),
+                        target.clone(), torch.zeros_like(success))
 
 
 def _c_search(

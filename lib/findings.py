@@ -15,6 +15,20 @@ from .tables import show
 
 VERDICTS = {True: "holds", False: "does not hold", None: "not tested"}
 
+# How far the book's number may be from the paper's for the two to agree: one tolerance per kind of number,
+# used by every page that compares with the paper (chapters 1 and 2, the paper-vs-book page, the intro).
+ERROR_PP = 0.5  # a model's error on a whole data set (Tables 1 and 3; sampling error 0.3 pp or less), in pp
+SUBSET_ERROR_PP = 5.0  # an error measured on 1,000 images (transfer, noise: one standard error up to 1.6 pp), in pp
+DISTORTION_FACTOR = 1.15  # a distortion: book / paper within [1 / f, f]
+BOUND_FACTOR = 1.10  # an upper bound on a Lipschitz constant: book / paper within [1 / f, f]
+
+
+def within_factor(book: float, paper: float, factor: float) -> bool:
+    """Whether book / paper lies in [1 / factor, factor] (both 0 counts as equal)."""
+    if paper == 0:
+        return book == 0
+    return 1 / factor <= book / paper <= factor
+
 
 @dataclass(frozen=True)
 class Finding:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import DATA_DIR, attack, imagenet, paper, photos, quantise
+from . import DATA_DIR, attack, imagenet, paper, photos, quantise, visibility
 from .peers import CountingModel  # noqa: F401 (natural_images.CountingModel)
 from .data import atomic_write_bytes
 from .findings import Finding
@@ -39,7 +39,6 @@ RULES = ("ostrich", "runner-up")  # the target of each attack: Figure 5's "ostri
 MAGNIFICATIONS = (1.0, 1.5, 2.0, 4.0, 8.0)  # r scaled by these for the transfer curve
 NOISE_SEEDS = 5  # Gaussian noise draws per example and size
 JPEG_QUALITIES = (95, 75)
-PERCEPTIBLE_GREY_LEVELS = 1.0  # the book's measure: an RMS change below one grey level (1/255) we call invisible
 
 
 # ----------------------------------------------------------------------------------------------
@@ -514,8 +513,8 @@ def findings(runs: Sequence[PhotoAttacks], evaluation: dict, bounds=None) -> lis
         f"toward ostrich, RMS change {grey.min():.2f} to {grey.max():.2f} grey levels (8-bit examples "
         f"{grey_8bit.min():.2f} to {grey_8bit.max():.2f}); largest single change {ostrich['max_change'].max():.1f} "
         f"grey levels (8-bit: {ostrich['max_change_8bit'].max():.0f})",
-        bool((grey < PERCEPTIBLE_GREY_LEVELS).all() and (grey_8bit < PERCEPTIBLE_GREY_LEVELS).all()),
-        f"judged by the book's measure, not by eye: an RMS change below {PERCEPTIBLE_GREY_LEVELS:g} grey level "
+        bool((grey < visibility.INVISIBLE_RMS).all() and (grey_8bit < visibility.INVISIBLE_RMS).all()),
+        f"judged by the book's measure, not by eye: an RMS change below {visibility.INVISIBLE_RMS:g} grey level "
         "(1/255), float and 8-bit"))
     tests = transfer_tests(evaluation)
     at_one = next(t for t in tests if t.magnification == 1.0)

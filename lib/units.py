@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from . import paper
+from . import paper, visibility
 from .findings import Finding
 from .train import classification_loss, fit
 
@@ -432,8 +432,12 @@ class ProbeAttack:
     succeeded: int
     mean_distortion: float
     reference_distortion: float
+    invisible: int | None = None  # successes that `lib.visibility` calls invisible (None: not measured)
 
     def __post_init__(self) -> None:
+        if self.invisible is not None and (isinstance(self.invisible, bool) or not isinstance(
+                self.invisible, (int, np.integer)) or not 0 <= self.invisible <= self.succeeded):
+            raise ValueError(f"invisible must be an int in 0..succeeded, got {self.invisible!r}")
         for name in ("attacked", "succeeded"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -543,9 +547,15 @@ def findings(tests: pd.DataFrame, probe: ProbeAttack, semantic: Sequence[str] = 
     else:
         ours, small = f"{share} attacks succeed", False
     found.append(Finding(
-        "A binary classifier on frozen features has imperceptible adversarial examples",
+        "A binary classifier on frozen features has adversarial examples as small as Table 1's",
         "Figure 6 (QuocNet, car vs not car): every shown car is no longer recognised after an "
         "imperceptible change", ours, probe.succeeded == probe.attacked and small,
-        f"our MNIST analog: 'is it a 3?' on Conv's frozen features; imperceptible taken as a mean distortion "
+        f"our MNIST analog: 'is it a 3?' on Conv's frozen features; small taken as a mean distortion "
         f"<= {max_distortion:g}, the largest in the paper's Table 1"))
+    if probe.invisible is not None:
+        found.append(Finding(
+            "Those adversarial examples are imperceptible",
+            "Figure 6: \"imperceptible\" changes", f"{probe.invisible} of {probe.succeeded} invisible by the book's "
+            "measure", probe.succeeded > 0 and probe.invisible == probe.succeeded,
+            f"the measure of lib.visibility ({visibility.RULE})"))
     return found

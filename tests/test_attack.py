@@ -356,3 +356,22 @@ def test_only_the_search_takes_the_sharp_loss():
     x, _ = fixed_subset(2, train=False, seed=4)
     with pytest.raises(ValueError, match="lbfgs_attack also takes 'sharp'"):
         attack.minimise_penalty(model, x, runner_up(model, x), 1.0, loss="sharp")  # no silent cross-entropy
+
+
+def test_polish_brings_another_attacks_overshoot_to_the_exact_minimum_of_a_linear_model():
+    from lib.attack import polish
+
+    model = random_linear(784, 10, torch.Generator().manual_seed(7))
+    x, _ = fixed_subset(8, train=False, seed=4)
+    target = runner_up(model, x)
+    exact = exact_min_distortion_linear(model, x, target)
+    start = (x + 3 * (exact.x_min - x)).clamp(0, 1)  # far beyond the boundary, along the exact r
+    start[0] = x[0]  # one row that is not adversarial at all
+    result = polish(model, x, start, target)
+    assert not result.success[0] and torch.equal(result.x_adv[0], x[0])
+    assert result.success[1:].all() and result.c.isnan().all()
+    ratio = result.distortion[1:] / exact.distortion[1:]
+    assert ratio.min() > 1 - 1e-4 and ratio.max() < 1.01, ratio
+    assert (result.distortion[1:] < attack.distortion(x, start)[1:]).all()
+    with pytest.raises(ValueError, match="shape of x"):
+        polish(model, x, start[:4], target)

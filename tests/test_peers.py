@@ -279,3 +279,18 @@ def test_improving_runs_count_the_runs_that_bring_a_closer_success():
     found.trace = [(100.0, [math.inf, 0.03]), (200.0, [0.02, 0.03]), (300.0, [0.015, 0.03]), (400.0, [0.015, 0.025]),
                    (450.0, [0.01, 0.02])]  # the last point: the refinement, not a run
     assert peers.improving_runs(found).tolist() == [2, 2]
+
+
+def test_polish_start_table_ratios_to_the_best_row_per_photo():
+    sharp = {"photos": ["a", "b"], "results": {peers.sharp_key(0.01, False): {
+        "ostrich": {"distortion": [0.004, 0.003], "gradients": 1000.0}}}}
+    record = {"photos": ["a", "b"], "results": {
+        "DDN-100": {"distortion": [0.003, 0.004], "gradients": 100.0},
+        "DDN-100 + polish-100": {"distortion": [0.002, 0.0022], "gradients": 210.0},
+        "DDN-100 + BB-100": {"distortion": [0.0021, 0.002], "gradients": 200.0}}}
+    table = peers.polish_start_table(record, sharp).set_index("start, then")
+    assert table.loc["DDN-100 + polish-100", "median ratio to the best row"] == pytest.approx((1 + 1.1) / 2, abs=1e-3)
+    assert table.loc["DDN-100 + BB-100", "median ratio to the best row"] == pytest.approx((1.05 + 1) / 2, abs=1e-3)
+    assert table.loc[f"{peers.SHARP} (its own c search)", "gradients / image"] == 1000
+    with pytest.raises(ValueError, match="other photos"):
+        peers.polish_start_table({**record, "photos": ["a", "c"]}, sharp)

@@ -331,3 +331,13 @@ def test_figures_fit_the_page_column_with_labelled_axes():
     for ax in fig.axes:
         assert ax.get_xlabel() and ax.get_ylabel() and ax.get_legend() is None
     plt.close(fig)
+
+
+def test_findings_judge_imperceptible_by_the_visibility_measure():
+    seen = units.ProbeAttack(30, 30, 0.05, 0.052, invisible=0)
+    found = units.findings(hand_tests(), seen)
+    assert found[-1].claim.endswith("imperceptible") and found[-1].holds is False
+    assert found[-2].holds is True  # as small as Table 1's all the same
+    assert units.findings(hand_tests(), units.ProbeAttack(30, 30, 0.05, 0.052, invisible=30))[-1].holds is True
+    with pytest.raises(ValueError, match="invisible"):
+        units.ProbeAttack(30, 20, 0.05, 0.052, invisible=21)
