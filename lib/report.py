@@ -312,7 +312,8 @@ def _finding(table: str, group: str, part: pd.DataFrame) -> Finding:
     n, k = len(counted), int((counted["within tolerance"] == "yes").sum())
     skipped = len(part) - n
     claim = f"{table}, {group}: within {tolerance(table, group)} of the paper's"
-    numbers = f"{n} numbers" + (f" (and {skipped} set by construction, not counted)" if skipped else "")
+    why = "of the other reading of the paper's noise" if group == "Gaussian noise" else "set by construction"
+    numbers = f"{n} numbers" + (f" (and {skipped} {why}, not counted)" if skipped else "")
     if group == "Gaussian noise":
         kind = "unclipped" if counted["row"].str.endswith(", unclipped").all() else "clipped"
         numbers += f": each of the paper's noise cells once, beside our {kind} noise (the reading chosen on Figure 7)"
