@@ -38,8 +38,7 @@ def main() -> None:
     parser.add_argument("--iterations", nargs="+", type=int, default=[100, 300])
     args = parser.parse_args()
     lib.setup_torch()
-    used = natural_images.load_attacks(args.network, natural_images.RULES[0]).photos
-    names = [n for n in photos.NAMES if n not in used]
+    names = natural_images.validation_photos(args.network)
     model = imagenet.load(args.network)
     x, _ = photos.load(names)
     _, target = natural_images._targets(model, x, "ostrich")

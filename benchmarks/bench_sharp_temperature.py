@@ -37,8 +37,7 @@ def main() -> None:
     parser.add_argument("--warm", action="store_true", help="also run each temperature with warm_start=True")
     args = parser.parse_args()
     lib.setup_torch()
-    used = natural_images.load_attacks(args.network, natural_images.RULES[0]).photos
-    names = [n for n in photos.NAMES if n not in used]
+    names = natural_images.validation_photos(args.network)
     model = imagenet.load(args.network)
     x, _ = photos.load(names)
     record = json.loads(PATH.read_text()) if PATH.exists() else {}

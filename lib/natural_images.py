@@ -237,6 +237,12 @@ def load_attacks(network: str, rule: str) -> PhotoAttacks:
     return PhotoAttacks(record["network"], record["rule"], record["photos"], meta=record["meta"], **values)
 
 
+def validation_photos(network: str) -> list[str]:
+    """The bundled photos that `network`'s committed attacks do not use: where the ImageNet benchmarks choose settings."""
+    used = load_attacks(network, RULES[0]).photos
+    return [n for n in photos.NAMES if n not in used]
+
+
 # ----------------------------------------------------------------------------------------------
 # Stage 2: what the examples survive, and how they transfer
 # ----------------------------------------------------------------------------------------------

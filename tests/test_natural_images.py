@@ -174,3 +174,10 @@ def test_missing_results_name_the_command(tmp_path, monkeypatch):
         natural_images.load_evaluation()
     with pytest.raises(ValueError, match="rule"):
         natural_images.load_attacks("efficientnet-lite0", "tabby")
+
+
+def test_validation_photos_are_the_bundled_ones_the_committed_attacks_do_not_use():
+    used = natural_images.load_attacks("efficientnet-lite0", natural_images.RULES[0]).photos
+    validation = natural_images.validation_photos("efficientnet-lite0")
+    assert validation and set(validation).isdisjoint(used)
+    assert sorted(validation + list(used)) == sorted(photos.NAMES)
