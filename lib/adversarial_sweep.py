@@ -458,31 +458,31 @@ def sweep_findings(records: Sequence[RunRecord]) -> list[Finding]:
             for m in METHODS}
     lbfgs_pool = [r.validation_error for r in sweep if r.run.method == "adversarial pool" and r.run.recipe == "paper"]
 
-    def beats(claim: str, paper_text: str, a: float, b: float, ours: str) -> Finding:
+    def beats(key: str, claim: str, paper_text: str, a: float, b: float, ours: str) -> Finding:
         """a below b by more than twice the standard error of a difference of two validation errors."""
         noise = 2 * 100 * ((a / 100 * (1 - a / 100) + b / 100 * (1 - b / 100)) / VALIDATION) ** 0.5
         note = f"lower, but by less than {noise:.2f} pp (twice the split's standard error)" if b - noise <= a < b else ""
-        return Finding(claim, paper_text, ours, a < b - noise, note)
+        return Finding(claim, paper_text, ours, a < b - noise, note, key=key)
 
     found = [
-        beats("the paper's recipe (full-batch L-BFGS) gives the better weight-decay baseline",
+        beats("val-lbfgs-baseline", "the paper's recipe (full-batch L-BFGS) gives the better weight-decay baseline",
               "'trained with L-BFGS until convergence'", decay["paper"], decay["modern"],
               f"{decay['paper']:.2f} (L-BFGS) vs {decay['modern']:.2f} (Adam)"),
         Finding("higher layers' pools are better (h2 < h1 < input)", "'higher layers ... more useful'",
                 f"input {layers['input']:.2f}, h1 {layers['h1']:.2f}, h2 {layers['h2']:.2f}, all "
-                f"{layers['input+h1+h2']:.2f}", layers["h2"] < layers["h1"] < layers["input"]),
+                f"{layers['input+h1+h2']:.2f}", layers["h2"] < layers["h1"] < layers["input"], key="val-higher-layers"),
         Finding("a lighter pool is better: validation error rises with the pool's weight (both stages)", "–",
                 "; ".join(f"stage {k}: " + ", ".join(f"{w:g}: {e:.2f}" for w, e in zip(g.level, g["validation error %"]))
-                          for k, g in weights.groupby("stage")), rising),
-        beats("the best pool beats weight decay trained the same way (Adam)", "pool < weight decay",
+                          for k, g in weights.groupby("stage")), rising, key="val-lighter-pool"),
+        beats("val-pool-vs-decay", "the best pool beats weight decay trained the same way (Adam)", "pool < weight decay",
               best["adversarial pool"], decay["modern"], f"{best['adversarial pool']:.2f} vs {decay['modern']:.2f}"),
-        beats("FGSM beats weight decay trained the same way (Adam)", "– (Goodfellow et al. 2015)", best["FGSM"],
+        beats("val-fgsm-vs-decay", "FGSM beats weight decay trained the same way (Adam)", "– (Goodfellow et al. 2015)", best["FGSM"],
               decay["modern"], f"{best['FGSM']:.2f} vs {decay['modern']:.2f}"),
-        beats("dropout beats weight decay trained the same way (Adam)", "dropout < weight decay", best["dropout"],
+        beats("val-dropout-vs-decay", "dropout beats weight decay trained the same way (Adam)", "dropout < weight decay", best["dropout"],
               decay["modern"], f"{best['dropout']:.2f} vs {decay['modern']:.2f}"),
     ]
     if lbfgs_pool:
-        found.append(beats("the pool beats weight decay under the paper's optimiser", "pool < weight decay",
+        found.append(beats("val-pool-vs-decay-lbfgs", "the pool beats weight decay under the paper's optimiser", "pool < weight decay",
                            min(lbfgs_pool), decay["paper"], f"{min(lbfgs_pool):.2f} vs {decay['paper']:.2f} (both L-BFGS)"))
     return found
 
@@ -515,19 +515,21 @@ def findings(records: Sequence[RunRecord]) -> list[Finding]:
         Finding("adversarial pool < dropout < weight decay (test error)",
                 f"{iclr['adversarial pool']:g} < {iclr['dropout']:g} < {iclr['weight decay']:g} (ICLR)",
                 f"{fmt('adversarial pool')}, {fmt('dropout')}, {fmt('weight decay')} (3 seeds)", ordered,
-                "the order holds by less than the seeds' spread" if spread else ""),
+                "the order holds by less than the seeds' spread" if spread else "", key="pool-order"),
         Finding("the pool brings test error below 1.2%", f"< {iclr['adversarial pool']:g}%",
-                f"{pool:.2f}% (3-seed mean)", pool <= iclr["adversarial pool"]),
+                f"{pool:.2f}% (3-seed mean)", pool <= iclr["adversarial pool"], key="pool-below"),
         Finding("the pool beats weight decay alone", f"{iclr['adversarial pool']:g} vs {iclr['weight decay']:g}",
-                f"{fmt('adversarial pool')} vs {fmt('weight decay')}", clear("adversarial pool", "weight decay")),
+                f"{fmt('adversarial pool')} vs {fmt('weight decay')}", clear("adversarial pool", "weight decay"),
+                key="pool-vs-decay"),
         Finding(f"the pool beats weight decay trained the same way "
                 f"({'Adam, mini-batches' if recipe == 'modern' else 'full-batch L-BFGS'})",
                 f"{iclr['adversarial pool']:g} vs {iclr['weight decay']:g} (both L-BFGS in the paper)",
                 f"{fmt('adversarial pool')} vs {same_mean:.2f} ± {same_sd:.2f} ({recipe} recipe)",
-                same_mean - pool > sd["adversarial pool"] + same_sd),
+                same_mean - pool > sd["adversarial pool"] + same_sd, key="pool-vs-decay-same-recipe"),
         Finding("higher layers' examples are more useful", "'more useful than those on the input or lower layers'",
                 ", ".join(f"{k} {v:.2f}" for k, v in layer_means.items()) + " (3-seed means)",
-                single[2] < single[1] < single[0]),
+                single[2] < single[1] < single[0], key="higher-layers"),
         Finding("the pool beats the follow-up's FGSM training", "– (Goodfellow et al. 2015, after the paper)",
-                f"{fmt('adversarial pool')} vs FGSM {fmt('FGSM')}", clear("adversarial pool", "FGSM")),
+                f"{fmt('adversarial pool')} vs FGSM {fmt('FGSM')}", clear("adversarial pool", "FGSM"),
+                key="pool-vs-fgsm"),
     ]

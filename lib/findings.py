@@ -38,6 +38,7 @@ class Finding:
     ours: str
     holds: bool | None  # None: the book cannot test it (say why in `note`)
     note: str = ""
+    key: str = ""  # the claim's key in lib.claims.REGISTER ("base" or "base:case")
 
     def __post_init__(self) -> None:
         if self.holds is None and not self.note:
@@ -51,12 +52,23 @@ def verdict(finding: Finding) -> str:
 
 
 def table(findings: Sequence[Finding]) -> Styler:
-    """The findings as a table (claim, paper, book, verdict) without an index column, for a chapter's end."""
+    """The findings as a table (claim, where the paper makes it, paper, book, verdict), for a chapter's end.
+
+    Every finding must name a registered claim (`lib.claims`); the table's HTML carries each (key, verdict)
+    so that the book's test can check that no two pages judge one claim differently.
+    """
+    from . import claims
+
     if not findings:
         raise ValueError("no findings to show")
-    frame = pd.DataFrame([{"claim": f.claim, "paper": f.paper, "book": f.ours, "verdict": verdict(f)}
-                          for f in findings])
-    return show(frame).set_properties(**{"text-align": "left"})
+    keys = [f.key for f in findings]
+    if len(set(keys)) < len(keys):
+        raise ValueError(f"one claim judged twice in one table: {sorted(k for k in set(keys) if keys.count(k) > 1)}")
+    sections = [claims.claim(f.key).section for f in findings]  # KeyError for an unregistered claim
+    frame = pd.DataFrame([{"claim": f.claim, "section": s, "paper": f.paper, "book": f.ours, "verdict": verdict(f)}
+                          for f, s in zip(findings, sections)])
+    return (show(frame).set_properties(**{"text-align": "left"})
+            .set_table_attributes(claims.attribute((f.key, VERDICTS[f.holds]) for f in findings)))
 
 
 def count(findings: Sequence[Finding]) -> dict[str, int]:

@@ -504,14 +504,14 @@ def findings(runs: Sequence[PhotoAttacks], evaluation: dict, bounds=None) -> lis
         bool(ostrich["misclassified"].all()),
         f"judged on the ostrich examples ({len(runs[0].photos)} photos that all three networks classify correctly); "
         f"{int((runner['success'] & ~runner['misclassified']).sum())} of the {len(runner)} runner-up targets are "
-        "another right answer for the photo, so reaching them is no mistake")]
+        "another right answer for the photo, so reaching them is no mistake", key="imagenet-every-sample")]
     found.append(Finding(
         "Our perturbations are no larger than the paper's (average distortion 0.006508, AlexNet, 64 examples)",
         f"Figure 5's caption: average distortion {paper.FIGURE5_ALEXNET_DISTORTION} (unit not stated; read as "
         "ours, sqrt(sum r^2 / n) on [0,1] pixels)",
         "mean toward ostrich: " + ", ".join(f"{n} {v:.5f}" for n, v in per_network.items()),
         bool((per_network <= paper.FIGURE5_ALEXNET_DISTORTION).all()),
-        "if the paper's unit is ours; other networks and photos than the paper's"))
+        "if the paper's unit is ours; other networks and photos than the paper's", key="imagenet-distortion"))
     grey, grey_8bit = ostrich["distortion"] * 255, ostrich["distortion_8bit"] * 255
     found.append(Finding(
         "The adversarial examples are visually indistinguishable from the originals",
@@ -521,7 +521,7 @@ def findings(runs: Sequence[PhotoAttacks], evaluation: dict, bounds=None) -> lis
         f"grey levels (8-bit: {ostrich['max_change_8bit'].max():.0f})",
         bool((grey < visibility.INVISIBLE_RMS).all() and (grey_8bit < visibility.INVISIBLE_RMS).all()),
         f"judged by the book's measure, not by eye: an RMS change below {visibility.INVISIBLE_RMS:g} grey level "
-        "(1/255), float and 8-bit"))
+        "(1/255), float and 8-bit", key="imagenet-indistinguishable"))
     tests = transfer_tests(evaluation)
     at_one = next(t for t in tests if t.magnification == 1.0)
     beat = [t for t in tests if t.holds]
@@ -536,7 +536,7 @@ def findings(runs: Sequence[PhotoAttacks], evaluation: dict, bounds=None) -> lis
         f"{len(runs[0].photos)} photos, EfficientNet-Lite0/1/2; " + (
             "magnified " + ", ".join(f"x{t.magnification:g}" for t in beat) + f" they are (p = {beat[0].p_value:.2g}"
             + (" at the smallest)" if len(beat) > 1 else ")") + f", of {len(tests)} sizes tested" if beat else
-            f"nor at any of the {len(tests)} sizes up to x{tests[-1].magnification:g}")))
+            f"nor at any of the {len(tests)} sizes up to x{tests[-1].magnification:g}"), key="imagenet-transfer"))
     kept = survival_table(evaluation)
     ratios = grid_ratios(table)
     found.append(Finding(
@@ -549,7 +549,7 @@ def findings(runs: Sequence[PhotoAttacks], evaluation: dict, bounds=None) -> lis
         bool(kept.loc["8-bit", "PNG"] == 1.0 and ratios.loc["ostrich", "mean"] <= 1.5),
         "judged on the ostrich examples; the runner-up ones cost more than 1.5x: their float perturbations are a "
         "fraction of a grey level, and the grid's smallest step alone is larger" if ratios.loc["runner-up", "mean"] > 1.5
-        else ""))
+        else "", key="imagenet-8bit"))
     if bounds is not None:
         found.extend(bounds_findings(bounds))
     return found
@@ -568,10 +568,10 @@ def bounds_findings(bounds) -> list[Finding]:
         f"EfficientNet-Lite0: power iteration, an estimate of each norm from below, stays within the bound on "
         f"{checks['power_within_bound']} of {checks['linear_layers']} conv and FC layers (batch norm folded)",
         checks["power_within_bound"] == checks["linear_layers"],
-        "a check of the book's bounds, not a claim of the paper"),
+        "a check of the book's bounds, not a claim of the paper", key="imagenet-bound-valid"),
         Finding("Instability can appear as soon as the first layer: its upper bound exceeds 1",
                 f"\"instabilities can appear as soon as in the first convolutional layer\" (AlexNet Conv. 1: "
                 f"{paper.TABLE5[0]['upper_bound']:g}, from the ICLR version, unverified)",
                 f"EfficientNet-Lite0 stem (batch norm folded): {first:.3g} on the normalised input, "
                 f"{2 * first:.3g} per unit of [0,1] pixel", first > 1,
-                "a bound above 1 allows instability; it does not show it")]
+                "a bound above 1 allows instability; it does not show it", key="first-layer-unstable")]

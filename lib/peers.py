@@ -615,7 +615,8 @@ def findings(results: Sequence[PeerResult]) -> list[Finding]:
             + ("every image" if success == 100 else f"≥ {success:.1f}% of the images"),
             all(v <= CLOSE_ENOUGH for v in closest.values()),
             "" if all(v <= CLOSE_ENOUGH for v in closest.values()) else
-            "above the target on " + ", ".join(f"{m} ({v:.4f})" for m, v in closest.items() if v > CLOSE_ENOUGH)))
+            "above the target on " + ", ".join(f"{m} ({v:.4f})" for m, v in closest.items() if v > CLOSE_ENOUGH),
+            key="attack-vs-peers"))
     exact = {name: float(np.mean(_ratio(_one(g, OURS), _one(g, EXACT)))) for name, g in groups.items()
              if _one(g, OURS) and _one(g, EXACT)}
     if exact:
@@ -624,7 +625,7 @@ def findings(results: Sequence[PeerResult]) -> list[Finding]:
             "minimum on average",
             f"the book's target: ours ≤ {EXACT_ENOUGH} × the exact QP (mean per-image ratio)",
             ", ".join(f"{m}: {v:.4f}" for m, v in exact.items()),
-            all(v <= EXACT_ENOUGH for v in exact.values())))
+            all(v <= EXACT_ENOUGH for v in exact.values()), key="attack-vs-exact"))
     for name in SPEED_MODELS:
         if name not in groups or not _one(groups[name], OURS) or not _one(groups[name], "DDN"):
             continue
@@ -638,7 +639,7 @@ def findings(results: Sequence[PeerResult]) -> list[Finding]:
                 "of our distortion",
                 f"no DDN budget up to {top.budget} steps comes within {100 * SPEED_TOLERANCE:g}%; ours "
                 f"{ours.seconds_per_image:.3g} s/image, DDN-{top.budget} {top.seconds_per_image:.3g} s/image",
-                True, "no tested DDN budget reaches our distortion"))
+                True, "no tested DDN budget reaches our distortion", key=f"attack-speed:{name}"))
             continue
         faster = ours.seconds_per_image <= match.seconds_per_image
         found.append(Finding(
@@ -648,7 +649,7 @@ def findings(results: Sequence[PeerResult]) -> list[Finding]:
             f"ours {ours.seconds_per_image:.3g} s/image, {match.label} {match.seconds_per_image:.3g} s/image "
             f"({ours.seconds_per_image / match.seconds_per_image:.2g}x)",
             faster, "" if faster else f"{match.label} is {ours.seconds_per_image / match.seconds_per_image:.2g}x "
-                                      "faster at the same distortion"))
+                                      "faster at the same distortion", key=f"attack-speed:{name}"))
     found += [fast_finding(name, groups[name]) for name in SPEED_MODELS if name in groups
               and _one(groups[name], FAST) and _one(groups[name], "DDN") and best_peer_exists(groups[name])]
     return found
@@ -729,17 +730,19 @@ def fast_finding(name: str, group: Sequence[PeerResult]) -> Finding:
         closest = min(_by_budget(group, FAST), key=lambda r: _median_to_best_peer(group, r))
         return Finding(claim, target, f"closest: {closest.label}, {_median_to_best_peer(group, closest):.4f} x the "
                                       f"best peer, {closest.seconds_per_image:.3g} s/image", False,
-                       f"no budget of ours-fast comes within {CLOSE_ENOUGH} x the best peer")
+                       f"no budget of ours-fast comes within {CLOSE_ENOUGH} x the best peer", key=f"fast-speed:{name}")
     ratio = _median_to_best_peer(group, chosen)
     match = ddn_match(group, ours=chosen)
     if match is None:
         return Finding(claim, target, f"{chosen.label} ({ratio:.4f} x the best peer); no tested DDN budget comes "
-                                      f"within {100 * SPEED_TOLERANCE:g}% of its distortion", True)
+                                      f"within {100 * SPEED_TOLERANCE:g}% of its distortion", True,
+                       key=f"fast-speed:{name}")
     speedup = match.seconds_per_image / chosen.seconds_per_image
     return Finding(claim, target, f"{chosen.label} ({ratio:.4f} x the best peer) {chosen.seconds_per_image:.3g} "
                                   f"s/image, {match.label} {match.seconds_per_image:.3g} s/image: {speedup:.2f}x",
                    speedup >= SPEED_FACTOR,
-                   "" if speedup >= SPEED_FACTOR else f"only {speedup:.2f}x at the distortion target")
+                   "" if speedup >= SPEED_FACTOR else f"only {speedup:.2f}x at the distortion target",
+                   key=f"fast-speed:{name}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -894,7 +897,8 @@ def imagenet_findings(runs: Sequence[PeerRun]) -> list[Finding]:
             ", ".join(f"{rule}: {v:.4f}" for rule, v in ratios.items()),
             all(v <= CLOSE_ENOUGH for v in ratios.values()) and all(_one(r.results, method).success.all() for r in runs),
             "" if all(v <= CLOSE_ENOUGH for v in ratios.values()) else
-            "above the target toward " + ", ".join(f"{k} ({v:.4f})" for k, v in ratios.items() if v > CLOSE_ENOUGH)))
+            "above the target toward " + ", ".join(f"{k} ({v:.4f})" for k, v in ratios.items() if v > CLOSE_ENOUGH),
+            key=f"imagenet-vs-peers:{network}/{method}"))
         passes = {run.rule: _gradient_match(run.results, _one(run.results, method)) for run in runs}
         missed = [rule for rule, (ok, _) in passes.items() if not ok]
         found.append(Finding(
@@ -902,7 +906,8 @@ def imagenet_findings(runs: Sequence[PeerRun]) -> list[Finding]:
             f"ours ≤ DDN's gradients per image at its smallest budget whose mean distortion is within "
             f"{100 * SPEED_TOLERANCE:g}% of ours (or at most ours), toward each target",
             "; ".join(f"{rule}: {text}" for rule, (_, text) in passes.items()),
-            not missed, "" if not missed else "not met toward " + ", ".join(missed)))
+            not missed, "" if not missed else "not met toward " + ", ".join(missed),
+            key=f"imagenet-gradients:{network}/{method}"))
     return found
 
 

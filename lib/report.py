@@ -38,7 +38,7 @@ def table1() -> pd.DataFrame:
     in the `reading` column).
     """
     errors = experiments.table1_errors()
-    whole = faithful.distortion_table("all", every_images=faithful.EVERY_IMAGES)
+    whole = faithful.distortion_table("all")
     statistic, aggregate = faithful.choose_target_reading(whole)
     chosen = whole[whole["statistic"] == statistic].assign(reading=f"{statistic} target, {aggregate}")
     chosen = chosen.rename(columns={aggregate: "distortion", "paper": "paper distortion",
@@ -328,7 +328,8 @@ def _finding(table: str, group: str, part: pd.DataFrame) -> Finding:
         spread = f"largest gap {worst['book'] - worst['paper']:+.1f} pp"
         farthest = f"{worst['row']}, {worst['quantity']}"
     return Finding(claim, numbers, f"{k} of {n} within; {spread} ({farthest})", k >= SHARE_TO_HOLD * n,
-                   f"{k} of {n} within, {SHARE_TO_HOLD:.0%} needed" if k < SHARE_TO_HOLD * n else "")
+                   f"{k} of {n} within, {SHARE_TO_HOLD:.0%} needed" if k < SHARE_TO_HOLD * n else "",
+                   key=f"paper-numbers:{table}/{group}")
 
 
 def findings(long: pd.DataFrame, not_computed: Mapping[str, str] | None = None) -> list[Finding]:
@@ -345,7 +346,8 @@ def findings(long: pd.DataFrame, not_computed: Mapping[str, str] | None = None) 
         rows = judged[judged["table"] == table]
         if rows.empty:
             found.append(Finding(f"{table}: the book's numbers beside the paper's", "see lib/paper.py",
-                                 "not computed", None, reasons.get(table, "not computed on this machine")))
+                                 "not computed", None, reasons.get(table, "not computed on this machine"),
+                                 key=f"paper-numbers:{table}"))
             continue
         for group in GROUPS:
             part = rows[rows["group"] == group]

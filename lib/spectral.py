@@ -436,7 +436,7 @@ def findings(tables: Mapping[str, object], robust: Mapping[str, object], strided
         "Section 4.3: the instability of each layer is measured by the upper frame bound of its linear operator",
         f"power iteration on the layer as run stays below the bound on {int((ratio <= 1 + TOLERANCE).sum())} of "
         f"{len(linear)} conv/FC layers of {len(tables)} models (power / bound {ratio.min():.3f} to {ratio.max():.3f})",
-        valid)]
+        valid, key="layer-bound-valid")]
 
     found.append(Finding(
         "A strided convolution's norm is the sup of |A(xi)|, its blocks scaled by s^-2",
@@ -445,18 +445,20 @@ def findings(tables: Mapping[str, object], robust: Mapping[str, object], strided
         f"{strided.literal_bound:.3f}, with 1/s {strided.bound:.3f}",
         strided.literal_bound >= strided.actual_norm * (1 - TOLERANCE),
         "with s^-2 the formula falls below the actual norm, so it is no bound; 1/s makes it one"
-        if strided.literal_bound < strided.actual_norm * (1 - TOLERANCE) else ""))
+        if strided.literal_bound < strided.actual_norm * (1 - TOLERANCE) else "", key="strided-formula"))
 
     over = {label: factor for label, factor in pooling.items() if factor > 1 + TOLERANCE}
     found.append(Finding(
         "Max-pooling layers are contractive", "\"The max-pooling layers are contractive\" (Section 4.3)",
         "; ".join(f"{label}: factor {factor:.3g}" for label, factor in pooling.items()),
         not over, "" if not over else "only with non-overlapping windows: where windows overlap "
-                                      f"({', '.join(over)}) one pixel can win several of them"))
+                                      f"({', '.join(over)}) one pixel can win several of them",
+        key="max-pool-contractive"))
 
     if alexnet_bounds is None:
         found.append(Finding("Table 5: AlexNet's per-layer upper bounds", _table5_text(), "–", None,
-                             "needs torchvision's pretrained AlexNet weights, which are not on this machine"))
+                             "needs torchvision's pretrained AlexNet weights, which are not on this machine",
+                             key="table5-alexnet"))
     else:
         paper_values = [row["upper_bound"] for row in paper.TABLE5]
         same_order = all(abs(math.log10(o / p)) < 1 for o, p in zip(alexnet_bounds, paper_values))
@@ -464,7 +466,7 @@ def findings(tables: Mapping[str, object], robust: Mapping[str, object], strided
             "Table 5: AlexNet's per-layer upper bounds", _table5_text(),
             "torchvision's AlexNet: " + ", ".join(f"{v:.3g}" for v in alexnet_bounds), same_order,
             "a different AlexNet (other filter counts): the verdict compares orders of magnitude (within 10x), "
-            "not digits"))
+            "not digits", key="table5-alexnet"))
 
     if alexnet_bounds is not None:
         first = {"torchvision AlexNet": alexnet_bounds[0]}
@@ -478,7 +480,7 @@ def findings(tables: Mapping[str, object], robust: Mapping[str, object], strided
         f"\"instabilities can appear as soon as in the first convolutional layer\" "
         f"(Conv. 1 bound {paper.TABLE5[0]['upper_bound']:g}, unverified)",
         "first-layer bound " + "; ".join(f"{name} {v:.3g}" for name, v in first.items()),
-        all(v > 1 for v in first.values()), where))
+        all(v > 1 for v in first.values()), where, key="first-layer-unstable"))
 
     parts, holds = [], True
     for name, ok in robust.items():
@@ -494,5 +496,5 @@ def findings(tables: Mapping[str, object], robust: Mapping[str, object], strided
         "The product of the layer bounds bounds the whole network",
         "Section 4.3: instability can be partly explained by the upper Lipschitz constants of the layers",
         "; ".join(parts), holds,
-        "" if holds else "a perturbation smaller than the certified radius changed a prediction"))
+        "" if holds else "a perturbation smaller than the certified radius changed a prediction", key="product-bound"))
     return found

@@ -413,8 +413,8 @@ def _rows(t2: TransferTable, t4: TransferTable) -> _Rows:
 
 
 def _checks(t2: pd.DataFrame, t4: pd.DataFrame, rows: _Rows, pair: tuple[str, str],
-            autoencoder: str) -> list[tuple[str, str, bool]]:
-    """(claim, the numbers it was decided on, holds) for the frames of one side (the book's or the paper's)."""
+            autoencoder: str) -> list[tuple[str, str, str, bool]]:
+    """(claim key, claim, the numbers it was decided on, holds) for the frames of one side (book's or paper's)."""
     models2 = [c for c in t2.columns if c != "distortion"]
     models4 = [c for c in t4.columns if c != "distortion"]
     cross = off_diagonal(t2)
@@ -424,6 +424,7 @@ def _checks(t2: pd.DataFrame, t4: pd.DataFrame, rows: _Rows, pair: tuple[str, st
         noise = t2.loc[row, models2]
         above = int((per_column > noise).sum())
         checks.append((
+            f"t2-above-noise:{row}",
             f"Table 2: other models' examples fool each model more than {noise_words(row)} does "
             "(every column; at least 2x overall)",
             f"{cross.mean():.1f}% vs {noise.mean():.1f}% ({cross.mean() / max(noise.mean(), 1e-9):.1f}x); "
@@ -435,6 +436,7 @@ def _checks(t2: pd.DataFrame, t4: pd.DataFrame, rows: _Rows, pair: tuple[str, st
     ae, others = per_column[autoencoder], per_column.drop(autoencoder)
     ae_noise = float(t2.loc[smallest, autoencoder].max())
     checks.append((
+        "t2-autoencoder",
         f"Table 2: {autoencoder} resists the other models' examples best, yet not fully (above its error under "
         f"noise of stddev {paper_stddev(smallest[0]):g})",
         f"column means: {autoencoder} {ae:.1f}%, lowest other {others.idxmin()} {others.min():.1f}%; "
@@ -444,16 +446,19 @@ def _checks(t2: pd.DataFrame, t4: pd.DataFrame, rows: _Rows, pair: tuple[str, st
     cross4 = off_diagonal(t4, "adversarial ")
     same_data = pd.Series([t2.loc[pair[0], pair[1]], t2.loc[pair[1], pair[0]]])
     checks.append((
+        "t4-weaker-than-width",
         f"Table 4: transfer across training sets is weaker than between {pair[0]} and {pair[1]} (same data, "
         "other width)",
         f"{cross4.mean():.1f}% vs {same_data.mean():.1f}%", bool(cross4.mean() < same_data.mean())))
     checks.append((
+        "t4-weaker-than-t2",
         "Table 4: transfer across training sets is weaker than Table 2's mean transfer",
         f"{cross4.mean():.1f}% vs {cross.mean():.1f}%", bool(cross4.mean() < cross.mean())))
     for row in rows.noise_matching:
         noise = t4.loc[row, models4]
         above = _above_noise(cross4, noise)
         checks.append((
+            f"t4-above-noise:{row}",
             f"Table 4: every cross-training-set cell is above {noise_words(row)}",
             f"cells above: {int(above.sum())}/{len(above)}; smallest {cross4.min():.1f}% vs noise at most "
             f"{noise.max():.1f}%", bool(above.all())))
@@ -461,6 +466,7 @@ def _checks(t2: pd.DataFrame, t4: pd.DataFrame, rows: _Rows, pair: tuple[str, st
     magnified = off_diagonal(t4, "magnified ").reindex(cross4.index)
     raised = magnified.values > cross4.values
     checks.append((
+        "t4-magnified-raises",
         "Table 4: magnifying the examples raises every cross-training-set cell",
         f"mean {cross4.mean():.1f}% -> {magnified.mean():.1f}%; cells raised: {int(raised.sum())}/{len(raised)}",
         bool(raised.all())))
@@ -468,13 +474,14 @@ def _checks(t2: pd.DataFrame, t4: pd.DataFrame, rows: _Rows, pair: tuple[str, st
         noise = t4.loc[row, models4]
         above = _above_noise(magnified, noise)
         checks.append((
+            f"t4-magnified-above-noise:{row}",
             f"Table 4: every magnified cross-training-set cell is above {noise_words(row)}",
             f"cells above: {int(above.sum())}/{len(above)}; mean {magnified.mean():.1f}% vs noise mean "
             f"{noise.mean():.1f}%", bool(above.all())))
     return checks
 
 
-def _sweep_finding(sweep: pd.DataFrame) -> Finding:
+def sweep_finding(sweep: pd.DataFrame) -> Finding:
     """At equal size: the other models' rescaled adversarial perturbations vs Gaussian noise, clipped and not."""
     if not isinstance(sweep, pd.DataFrame):
         raise TypeError(f"sweep must be the DataFrame that `sweep` returns, got {type(sweep).__name__}")
@@ -496,7 +503,7 @@ def _sweep_finding(sweep: pd.DataFrame) -> Finding:
         "of that stddev, clipped or not",
         "not measured: Tables 2 and 4 compare at fixed stddevs",
         f"{int(beats.sum())}/{len(beats)} (model, stddev) pairs, stddev {stddevs.min():g} to {stddevs.max():g}",
-        bool(beats.all()))
+        bool(beats.all()), key="equal-size-sweep")
 
 
 def findings(t2: TransferTable, t4: TransferTable, sweep: pd.DataFrame | None = None,
@@ -515,10 +522,10 @@ def findings(t2: TransferTable, t4: TransferTable, sweep: pd.DataFrame | None = 
     ours = _checks(t2.ours, t4.ours, rows, pair, autoencoder)
     theirs = _checks(t2.paper, t4.paper, rows, pair, autoencoder)
     found = [Finding(claim, paper_numbers, our_numbers, holds,
-                     "" if paper_holds else "the same test fails on the paper's own numbers")
-             for (claim, our_numbers, holds), (_, paper_numbers, paper_holds) in zip(ours, theirs)]
+                     "" if paper_holds else "the same test fails on the paper's own numbers", key=key)
+             for (key, claim, our_numbers, holds), (*_, paper_numbers, paper_holds) in zip(ours, theirs)]
     if sweep is not None:
-        found.append(_sweep_finding(sweep))
+        found.append(sweep_finding(sweep))
     return found
 
 

@@ -467,24 +467,24 @@ def _check_tests(tests: pd.DataFrame, names: Sequence[str]) -> None:
             raise ValueError(f"tests have no comparison of {a!r} with {b!r}")
 
 
-def _above_chance(tests: pd.DataFrame, group: str, chance: str, claim: str, paper_text: str) -> Finding:
+def _above_chance(tests: pd.DataFrame, group: str, chance: str, claim: str, paper_text: str, key: str) -> Finding:
     rows = tests[(tests["a"] == group) & (tests["b"] == chance)]
     wins = int((rows["verdict"] == "a > b").sum())
     ours = (f"more coherent than {chance} in {wins} of {len(rows)} tests "
             f"(Cohen's d {rows['cohens_d'].min():.1f} to {rows['cohens_d'].max():.1f})")
     losses = rows[rows["verdict"] != "a > b"]
     note = "" if losses.empty else "not in: " + "; ".join(f"{r.layer} by {r.statistic}" for r in losses.itertuples())
-    return Finding(claim, paper_text, ours, wins == len(rows), note)
+    return Finding(claim, paper_text, ours, wins == len(rows), note, key=key)
 
 
-def _units_vs_directions(rows: pd.DataFrame, claim: str, paper_text: str, extra: str = "") -> Finding:
+def _units_vs_directions(rows: pd.DataFrame, claim: str, paper_text: str, key: str, extra: str = "") -> Finding:
     better, worse = rows[rows["verdict"] == "a > b"], rows[rows["verdict"] == "a < b"]
     same = len(rows) - len(better) - len(worse)
     ours = (f"of {len(rows)} tests: units more coherent in {len(better)}, directions in {len(worse)}, "
             f"no detectable difference in {same}{extra}")
     note = ("" if better.empty else "units ahead in " +
             "; ".join(f"{r.layer} by {r.statistic} (d = {r.cohens_d:+.2f})" for r in better.itertuples()))
-    return Finding(claim, paper_text, ours, better.empty, note)
+    return Finding(claim, paper_text, ours, better.empty, note, key=key)
 
 
 def findings(tests: pd.DataFrame, probe: ProbeAttack, semantic: Sequence[str] = SEMANTIC_STATISTICS,
@@ -518,15 +518,16 @@ def findings(tests: pd.DataFrame, probe: ProbeAttack, semantic: Sequence[str] = 
 
     found = [
         _above_chance(tests, units_, chance, "The top images of a single unit share semantic properties",
-                      "\"Images within each row share semantic properties\" (Figures 1 and 3, judged by eye)"),
+                      "\"Images within each row share semantic properties\" (Figures 1 and 3, judged by eye)",
+                      "unit-rows-coherent"),
         _above_chance(tests, directions, chance, "The top images of a random direction do too",
                       "\"images that maximize the activations in a random direction are also semantically "
-                      "related\" (Figures 2 and 4)"),
+                      "related\" (Figures 2 and 4)", "direction-rows-coherent"),
         _units_vs_directions(
             by_meaning, f"Units are no more semantically coherent than random directions "
                         f"(scores: {', '.join(semantic)})",
             "\"the natural basis is not better than a random basis for inspecting the properties of phi(x)\"",
-            extra=f"; the largest edge of units in {semantic[0]} any 95% interval allows: {edge:+.3f}"),
+            "units-no-better", extra=f"; the largest edge of units in {semantic[0]} any 95% interval allows: {edge:+.3f}"),
     ]
     low_level = main[~main["statistic"].isin(semantic)]
     if len(low_level):
@@ -534,11 +535,12 @@ def findings(tests: pd.DataFrame, probe: ProbeAttack, semantic: Sequence[str] = 
             main, f"Units are no more coherent than random directions by any score, low-level ones included "
                   f"({', '.join(dict.fromkeys(main['statistic']))})",
             "\"no distinction between individual high level units and random linear combinations of high "
-            "level units\" (abstract)"))
+            "level units\" (abstract)", "units-no-better-any-score"))
     found.append(Finding(
         "The same holds for AlexNet on ImageNet", "Figures 3 and 4: rows of single units and of random "
         "directions both look semantically alike", "–", None,
-        "needs pretrained AlexNet weights and ImageNet validation images, which the book does not ship"))
+        "needs pretrained AlexNet weights and ImageNet validation images, which the book does not ship",
+        key="alexnet-units"))
     share = f"{probe.succeeded} of {probe.attacked}"
     if probe.succeeded:
         ours = (f"{share} attacks succeed, mean distortion {probe.mean_distortion:.3f} (the 10-class "
@@ -551,11 +553,11 @@ def findings(tests: pd.DataFrame, probe: ProbeAttack, semantic: Sequence[str] = 
         "Figure 6 (QuocNet, car vs not car): every shown car is no longer recognised after an "
         "imperceptible change", ours, probe.succeeded == probe.attacked and small,
         f"our MNIST analog: 'is it a 3?' on Conv's frozen features; small taken as a mean distortion "
-        f"<= {max_distortion:g}, the largest in the paper's Table 1"))
+        f"<= {max_distortion:g}, the largest in the paper's Table 1", key="figure6-small"))
     if probe.invisible is not None:
         found.append(Finding(
             "Those adversarial examples are imperceptible",
             "Figure 6: \"imperceptible\" changes", f"{probe.invisible} of {probe.succeeded} invisible by the book's "
             "measure", probe.succeeded > 0 and probe.invisible == probe.succeeded,
-            f"the measure of lib.visibility ({visibility.RULE})"))
+            f"the measure of lib.visibility ({visibility.RULE})", key="figure6-imperceptible"))
     return found

@@ -87,6 +87,9 @@ def frames(draw: Callable[..., plt.Figure], defaults: dict[str, Any] | None = No
     for name, values in grid.items():
         if not values:
             raise ValueError(f"no values to choose from for {name!r}")
+        if len(values) == 1:
+            raise ValueError(f"{name!r} has one value ({values[0]!r}): a slider needs at least two; "
+                             "pass it to the drawing function and show a plain figure instead")
         if len({value_text(v) for v in values}) < len(values):
             raise ValueError(f"the values for {name!r} repeat (as labels): {values}")
     n_frames = 1

@@ -196,13 +196,13 @@ def findings(table: pd.DataFrame, confound: dict, min_rho: float = 0.3) -> list[
     def where(frame: pd.DataFrame) -> str:
         return "; ".join(f"{r.vectors} by {r.statistic} (d = {r.cohens_d:+.2f})" for r in frame.itertuples())
 
-    def above(a: str, b: str, claim: str, paper: str) -> Finding:
+    def above(a: str, b: str, claim: str, paper: str, key: str) -> Finding:
         found = rows(a, b)
         wins = found[found["verdict"] == "a > b"]
         ours = (f"more coherent than {b} in {len(wins)} of {len(found)} tests "
                 f"(Cohen's d {found['cohens_d'].min():.2f} to {found['cohens_d'].max():.2f})")
         rest = found[found["verdict"] != "a > b"]
-        return Finding(claim, paper, ours, rest.empty, "" if rest.empty else "not in: " + where(rest))
+        return Finding(claim, paper, ours, rest.empty, "" if rest.empty else "not in: " + where(rest), key=key)
 
     main = rows("units", "directions")
     ahead, behind = main[main["verdict"] == "a > b"], main[main["verdict"] == "a < b"]
@@ -213,23 +213,28 @@ def findings(table: pd.DataFrame, confound: dict, min_rho: float = 0.3) -> list[
     wins = matched[matched["verdict"] == "a > b"]
     return [
         above("units", "random sets", "The top words of a single unit share semantic properties",
-              "\"Images within each row share semantic properties\" (Figures 1 and 3; here on words)"),
+              "\"Images within each row share semantic properties\" (Figures 1 and 3; here on words)",
+              "words-unit-rows"),
         above("directions", "random sets", "The top words of a random direction do too",
-              "\"images that maximize the activations in a random direction are also semantically related\""),
+              "\"images that maximize the activations in a random direction are also semantically related\"",
+              "words-direction-rows"),
         Finding("Units are no more coherent than random directions (word vectors)",
                 "\"the natural basis is not better than a random basis for inspecting the properties of phi(x)\"",
                 f"of {len(main)} tests: units more coherent in {len(ahead)}, directions in {len(behind)}, "
-                f"no detectable difference in {len(main) - len(ahead) - len(behind)}", ahead.empty, note),
+                f"no detectable difference in {len(main) - len(ahead) - len(behind)}", ahead.empty, note,
+                key="words-units-no-better"),
         Finding("Single units are more coherent than random directions",
                 "not in the paper: the seed document's impression, judged by eye on text8 vectors",
                 f"units ahead in {len(ahead)} of {len(main)} tests, directions ahead in {len(behind)}",
-                len(ahead) > 0 and behind.empty, "on WordNet-gloss vectors, not text8"),
+                len(ahead) > 0 and behind.empty, "on WordNet-gloss vectors, not text8", key="words-units-better"),
         Finding("Their coherence is not word frequency alone",
                 "not in the paper: a caveat for word vectors, whose length tracks frequency",
                 f"above frequency-matched word sets in {len(wins)} of {len(matched)} tests",
                 len(wins) == len(matched),
-                "" if len(wins) == len(matched) else "not in: " + where(matched[matched["verdict"] != "a > b"])),
+                "" if len(wins) == len(matched) else "not in: " + where(matched[matched["verdict"] != "a > b"]),
+                key="words-not-frequency"),
         Finding("Raw word-vector length tracks word frequency", "not in the paper (the seed document's caution)",
                 f"Spearman rho {rho:+.2f} (p {p_text(p)}) between length and log count over {confound['n']} words",
-                abs(rho) >= min_rho and p < 0.05, f"'tracks' taken as |rho| >= {min_rho:g} at p < 0.05"),
+                abs(rho) >= min_rho and p < 0.05, f"'tracks' taken as |rho| >= {min_rho:g} at p < 0.05",
+                key="words-length-frequency"),
     ]

@@ -308,3 +308,15 @@ def test_page_weight(page: str, server: str) -> None:
     """Every page, its figures and its sliders' frames included, stays within PAGE_LIMIT."""
     weight = page_weight(page)
     assert weight <= PAGE_LIMIT, f"{page}: {weight / 2**20:.1f} MB, more than {PAGE_LIMIT / 2**20:.0f} MB"
+
+
+def test_no_two_pages_state_different_verdicts_for_one_claim(server: str) -> None:
+    """Every verdict a page states comes with its claim's key (`findings.table`); each key has one verdict book-wide."""
+    sys.path.insert(0, str(ROOT))
+    from lib import claims
+
+    pages = {page: claims.from_html((HTML / f"{page}.html").read_text(errors="replace")) for page in toc_pages()}
+    judged = {page: pairs for page, pairs in pages.items() if pairs}
+    assert len(judged) >= 8, f"only {sorted(judged)} carry verdicts: every chapter ends with its findings table"
+    problems = claims.disagreements(pages)
+    assert not problems, "verdicts that disagree or are not registered:\n" + "\n".join(problems)

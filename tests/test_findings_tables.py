@@ -8,8 +8,9 @@ from lib.findings import Finding
 
 
 def test_verdicts_and_counts():
-    found = [Finding("a", "1", "1", True), Finding("b", "2", "3", False, "off by one"),
-             Finding("c", "x", "–", None, "needs ImageNet weights")]
+    found = [Finding("a", "1", "1", True, key="zero-accuracy"), Finding("b", "2", "3", False, "off by one",
+                                                                        key="decay-distortion"),
+             Finding("c", "x", "–", None, "needs ImageNet weights", key="alexnet-units")]
     assert [findings.verdict(f) for f in found] == ["holds", "does not hold: off by one",
                                                     "not tested: needs ImageNet weights"]
     assert findings.count(found) == {"holds": 1, "does not hold": 1, "not tested": 1}

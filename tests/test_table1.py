@@ -9,7 +9,7 @@ import scipy.optimize
 import torch
 from torch import nn
 
-from lib import ROOT, attack, data, models, paper, table1, zoo
+from lib import ROOT, attack, data, fast_attack, models, paper, table1, zoo
 from lib.train import classification_loss, fit_lbfgs
 
 
@@ -120,6 +120,43 @@ def test_statistics_over_nine_targets():
         table1.run_distortions(run, "median")
 
 
+def _nine_label_run(rule: str, distortion: torch.Tensor, indices: torch.Tensor) -> table1.DistortionRun:
+    n = len(indices)
+    return table1.DistortionRun("softmax-1e-4", rule, indices.to(torch.int32), distortion.to(torch.float16),
+                                torch.zeros(n, 9, dtype=torch.uint8), torch.ones(n, 9, dtype=torch.bool),
+                                torch.zeros(n, dtype=torch.bool), torch.zeros(n, 0, dtype=torch.uint8), {})
+
+
+def test_fast_check_compares_the_two_attacks_on_the_subsets_images(monkeypatch):
+    """The fast run (all images) is read at the subset's indices; its summaries are 1.02x the paper run's."""
+    g = torch.Generator().manual_seed(0)
+    subset = torch.tensor([5, 1, 8])
+    paper_d = 0.05 + 0.1 * torch.rand(3, 9, generator=g)
+    whole = torch.rand(10, 9, generator=g)
+    whole[subset] = 1.02 * paper_d
+    runs = {"every": _nine_label_run("every", paper_d, subset), "every-fast": _nine_label_run("every-fast", whole,
+                                                                                                torch.arange(10))}
+    monkeypatch.setattr(table1, "load_run", lambda name, rule, images: runs[rule])
+    check = table1.fast_check(("softmax-1e-4",))
+    assert list(check["statistic"]) == list(table1.NINE_LABEL_STATISTICS)
+    for k in table1.AGGREGATES:
+        assert check[f"ratio {k}"].to_numpy() == pytest.approx(1.02, abs=2e-3)  # float16 storage
+    assert check["per label: median fast / paper"].iloc[0] == pytest.approx(1.02, abs=2e-3)
+    runs["every-fast"] = _nine_label_run("every-fast", whole, torch.arange(10).flip(0))
+    with pytest.raises(ValueError, match="subset's images"):
+        table1.fast_check(("softmax-1e-4",))
+
+
+def test_nine_label_sources_move_a_statistic_to_the_whole_set_only_where_the_check_passes():
+    def check(best: float, mean: float) -> pd.DataFrame:
+        return pd.DataFrame([{"model": "m", "statistic": s, **{f"ratio {k}": v for k in table1.AGGREGATES}}
+                             for s, v in (("best", best), ("mean of nine", mean))])
+    subset = ("every", table1.EVERY_IMAGES)
+    assert table1.nine_label_sources(check(1.004, 1.05)) == {"best": ("every-fast", "all"), "mean of nine": subset}
+    assert table1.nine_label_sources(check(0.994, 0.996)) == {"best": subset, "mean of nine": ("every-fast", "all")}
+    assert table1.nine_label_sources(check(1.0, 1.0).iloc[:0]) == {"best": subset, "mean of nine": subset}
+
+
 def test_cli_rejects_unknown_rule_and_model():
     for args in (["--rules", "closest"], ["--models", "FC999"]):
         out = subprocess.run([sys.executable, "-m", "lib", "table1", "--images", "10", *args], cwd=ROOT,
@@ -137,6 +174,8 @@ def test_committed_run_matches_a_fresh_attack(path):
     run = table1.load_run(name, rule, images if images == "all" else int(images))
     assert run.meta["weights"] == zoo.fingerprint(name), "the committed run was made with other weights"
     assert run.meta["attack_version"] == attack.VERSION, "the committed run was made with another attack version"
+    if rule == "every-fast":
+        assert run.meta["fast_attack_version"] == fast_attack.VERSION, "made with another fast attack version"
     model = zoo.load(name)
     images_all, labels_all = data.load_mnist(train=True)
     x, y = images_all[run.indices.long()], labels_all[run.indices.long()]
@@ -144,16 +183,17 @@ def test_committed_run_matches_a_fresh_attack(path):
     pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(1))[:200]
     pick = pick[~run.misclassified[pick]][:50]
     targets = run.target[pick].long()
-    if rule == "every":  # one of the nine per image, chosen by the seed
+    if rule in table1.NINE_LABEL_RULES:  # one of the nine per image, chosen by the seed
         column = torch.randint(9, (len(pick),), generator=torch.Generator().manual_seed(2))
         targets, committed = targets[torch.arange(len(pick)), column], run.distortion[pick, column].float()
         success = run.success[pick, column]
     else:
         committed, success = run.distortion[pick].float(), run.success[pick]
-    fresh = attack.lbfgs_attack(model, x[pick], targets)
+    method = fast_attack.fast_attack if rule == "every-fast" else attack.lbfgs_attack
+    fresh = method(model, x[pick], targets)
     assert torch.equal(fresh.success, success)
     assert torch.allclose(fresh.distortion[success], committed[success], rtol=0.02, atol=2e-4)
-    if rule != "every":
+    if rule not in table1.NINE_LABEL_RULES:
         own = paper.TABLE1_MODELS.index(name)
         assert torch.equal(run.predictions[pick, own].long()[success], targets[success])
 

@@ -66,6 +66,8 @@ def test_slider_rejects_bad_input():
         widgets.frames(lambda c: plt.figure(), defaults={"d": 1}, c=[1, 2])
     with pytest.raises(ValueError, match="repeat"):
         widgets.frames(lambda c: plt.figure(), c=[0.1, 0.1])
+    with pytest.raises(ValueError, match="'k' has one value"):
+        widgets.frames(lambda c, k: plt.figure(), c=[1, 2], k=[10])
     with pytest.raises(ValueError, match="65 frames, more than 64"):
         widgets.frames(lambda c, k: plt.figure(), c=range(13), k=range(5))
 
