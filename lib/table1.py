@@ -376,7 +376,11 @@ def nine_label_sources(check: pd.DataFrame | None = None) -> dict[str, tuple[str
     A statistic moves to the whole set only when, for every model and aggregate, the fast attack's summary
     is within FAST_CHECK_FACTOR of the paper's attack's on the subset; otherwise it stays on the subset.
     Without committed every-fast runs (check None and none on disk), every statistic stays on the subset.
+    Once the paper's attack itself has covered all 60,000 images for every model ("every" on "all"),
+    both statistics are read from it.
     """
+    if all(run_path(m, "every", "all").exists() for m in paper.TABLE1_MODELS):
+        return {s: ("every", "all") for s in NINE_LABEL_STATISTICS}
     if check is None:
         try:
             check = fast_check()
@@ -555,12 +559,13 @@ def distortion_findings(table: pd.DataFrame, statistic: str, aggregate: str, fac
         row = noise[noise["noise"] == reading].iloc[0]
         accuracy = {c.removesuffix(" accuracy %"): row[c] for c in noise.columns
                     if c.endswith(" accuracy %") and not c.startswith("paper")}
-        ok = all(abs(a - row["paper accuracy %"]) <= noise_tolerance for a in accuracy.values())
+        near = [abs(a - row["paper accuracy %"]) <= noise_tolerance for a in accuracy.values()]
+        ok = all(near)
         found.append(Finding(f"Gaussian noise of stddev {row['stddev']:g} leaves about half the images correct "
                              "(Figure 7)", f"{row['paper accuracy %']:g}%",
                              ", ".join(f"{m} {a:g}%" for m, a in accuracy.items()) + f" (noise {reading})", ok,
                              f"every model within {noise_tolerance:g} pp" if ok
-                             else f"not every model within {noise_tolerance:g} pp", key="noise-half"))
+                             else f"{'not every' if any(near) else 'no'} model within {noise_tolerance:g} pp", key="noise-half"))
     return found
 
 

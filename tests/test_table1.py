@@ -157,6 +157,18 @@ def test_nine_label_sources_move_a_statistic_to_the_whole_set_only_where_the_che
     assert table1.nine_label_sources(check(1.0, 1.0).iloc[:0]) == {"best": subset, "mean of nine": subset}
 
 
+def test_nine_label_sources_prefer_the_papers_attack_on_the_whole_set(tmp_path, monkeypatch):
+    monkeypatch.setattr(table1, "RESULTS_DIR", tmp_path)
+    (tmp_path / "table1").mkdir()
+    for name in paper.TABLE1_MODELS[:-1]:
+        (tmp_path / "table1" / f"{name}.every.all.pt").write_bytes(b"")
+    check = pd.DataFrame([{"model": "m", "statistic": s, **{f"ratio {k}": 1.0 for k in table1.AGGREGATES}}
+                          for s in table1.NINE_LABEL_STATISTICS])
+    assert set(table1.nine_label_sources(check).values()) == {("every-fast", "all")}  # one model still missing
+    (tmp_path / "table1" / f"{paper.TABLE1_MODELS[-1]}.every.all.pt").write_bytes(b"")
+    assert set(table1.nine_label_sources(check).values()) == {("every", "all")}
+
+
 def test_cli_rejects_unknown_rule_and_model():
     for args in (["--rules", "closest"], ["--models", "FC999"]):
         out = subprocess.run([sys.executable, "-m", "lib", "table1", "--images", "10", *args], cwd=ROOT,
