@@ -330,7 +330,8 @@ AGGREGATES = {"mean": "mean over all images, misclassified ones as 0 (the litera
 
 
 def _aggregates(d: torch.Tensor, ok: torch.Tensor, misclassified: torch.Tensor) -> dict[str, float]:
-    """Each AGGREGATES summary of per-image distortions d (float64) with success ok."""
+    """Each AGGREGATES summary of per-image distortions d (summed in float64) with success ok."""
+    d = d.double()
     correct = ~misclassified
     attacked = correct & ok
     return {"mean": d.where(correct, 0)[~correct | ok].mean().item(),
@@ -359,10 +360,8 @@ def fast_check(names: tuple[str, ...] = paper.TABLE1_MODELS) -> pd.DataFrame:
         both = paper_run.success & fast.success & ~paper_run.misclassified[:, None]
         label_ratio = fast.distortion.double()[both] / paper_run.distortion.double()[both]
         for statistic in NINE_LABEL_STATISTICS:
-            ours = _aggregates(*(v.double() if v.is_floating_point() else v
-                                 for v in run_distortions(fast, statistic)), fast.misclassified)
-            theirs = _aggregates(*(v.double() if v.is_floating_point() else v
-                                   for v in run_distortions(paper_run, statistic)), paper_run.misclassified)
+            ours = _aggregates(*run_distortions(fast, statistic), fast.misclassified)
+            theirs = _aggregates(*run_distortions(paper_run, statistic), paper_run.misclassified)
             rows.append({"model": name, "statistic": statistic, "images": len(at),
                          "per label: median fast / paper": round(label_ratio.median().item(), 4),
                          "per label: 90th percentile": round(label_ratio.quantile(0.9).item(), 4),
@@ -413,7 +412,7 @@ def distortion_table(images: int | str = "all", statistics: tuple[str, ...] = tu
             except FileNotFoundError:
                 continue
             d, ok = run_distortions(run, statistic)
-            values = _aggregates(d.double(), ok, run.misclassified)
+            values = _aggregates(d, ok, run.misclassified)
             correct = ~run.misclassified
             ref = paper.TABLE1[name]["distortion"]
             rows.append({"model": name, "statistic": statistic, "images": len(d),
