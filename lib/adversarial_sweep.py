@@ -397,14 +397,14 @@ def chosen_table(records: Sequence[RunRecord]) -> pd.DataFrame:
 
 
 def final_table(records: Sequence[RunRecord]) -> pd.DataFrame:
-    """The four methods' finals (settings: `chosen_table`): test error mean and sd over seeds, beside the paper's;
-    distortion; training time."""
+    """The four methods' finals (settings: `chosen_table`): the recipe, test error mean and sd over seeds, beside the
+    paper's; distortion; training time."""
     chosen = choose(records)
     table = summary(records).set_index("setting")
     rows = []
     for method, run in chosen.items():
         row = table.loc[run.setting()]
-        rows.append({"method": method, "seeds": int(row["seeds"]),
+        rows.append({"method": method, "recipe": run.recipe, "seeds": int(row["seeds"]),
                      "test error % (mean)": round(row["test_mean"], 2), "sd": round(row["test_sd"], 2),
                      "paper ICLR %": paper.ADVERSARIAL_TRAINING["iclr"].get(method, float("nan")),
                      "paper v1 %": paper.ADVERSARIAL_TRAINING["v1"].get(method, float("nan")),

@@ -28,6 +28,9 @@ KINDS = {
 }
 
 
+CASE_SECTION = "the case's table"  # a claim made in every table: its section is the case's table ("Table 3/errors")
+
+
 @dataclass(frozen=True)
 class Claim:
     """One claim: where it is made, its words, and how the book judges it (a key of KINDS)."""
@@ -47,7 +50,7 @@ class Claim:
 _CLAIMS = (
     # Section 4.1 / Tables 1 and 3: the models (chapter 1) and the paper-vs-book page
     Claim("errors", "4.1, Tables 1 and 3", "each model's training and test error", "error"),
-    Claim("paper-numbers", "every table", "each group of the numbers in the paper's tables (errors, distortions, "
+    Claim("paper-numbers", CASE_SECTION, "each group of the numbers in the paper's tables (errors, distortions, "
                                           "bounds), within its tolerance for at least 75% of them", "comparison"),
     # Table 1's distortion column and Figure 7 (chapter 2)
     Claim("zero-accuracy", "4.1, Table 1", "\"the minimum average pixel level distortion necessary to reach 0% "
@@ -153,6 +156,15 @@ def claim(key: str) -> Claim:
     if base not in REGISTER:
         raise KeyError(f"claim {key!r} is not in the register (lib/claims.py); registered: {', '.join(REGISTER)}")
     return REGISTER[base]
+
+
+def section(key: str) -> str:
+    """Where the paper makes the claim of a finding's key: the register's section, or the case's table."""
+    registered = claim(key)
+    if registered.section != CASE_SECTION:
+        return registered.section
+    case = key.split(":", 1)[1] if ":" in key else ""
+    return case.split("/", 1)[0] or "every table"
 
 
 def attribute(pairs: Iterable[tuple[str, str]]) -> str:

@@ -64,7 +64,7 @@ def table(findings: Sequence[Finding]) -> Styler:
     keys = [f.key for f in findings]
     if len(set(keys)) < len(keys):
         raise ValueError(f"one claim judged twice in one table: {sorted(k for k in set(keys) if keys.count(k) > 1)}")
-    sections = [claims.claim(f.key).section for f in findings]  # KeyError for an unregistered claim
+    sections = [claims.section(f.key) for f in findings]  # KeyError for an unregistered claim
     frame = pd.DataFrame([{"claim": f.claim, "section": s, "paper": f.paper, "book": f.ours, "verdict": verdict(f)}
                           for f, s in zip(findings, sections)])
     return (show(frame).set_properties(**{"text-align": "left"})

@@ -571,7 +571,7 @@ def bounds_findings(bounds) -> list[Finding]:
         "a check of the book's bounds, not a claim of the paper", key="imagenet-bound-valid"),
         Finding("Instability can appear as soon as the first layer: its upper bound exceeds 1",
                 f"\"instabilities can appear as soon as in the first convolutional layer\" (AlexNet Conv. 1: "
-                f"{paper.TABLE5[0]['upper_bound']:g}, from the ICLR version, unverified)",
+                f"{paper.TABLE5[0]['upper_bound']:g}, the ICLR version's)",
                 f"EfficientNet-Lite0 stem (batch norm folded): {first:.3g} on the normalised input, "
                 f"{2 * first:.3g} per unit of [0,1] pixel", first > 1,
                 "a bound above 1 allows instability; it does not show it", key="first-layer-unstable")]

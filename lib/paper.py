@@ -59,19 +59,21 @@ TABLE4 = {
 }
 
 # Table 5: AlexNet upper Lipschitz bounds per layer (ImageNet), as the ICLR version (v4) prints them.
-# `verified` says whether a source stored with this project confirms the cell. The arXiv v1 text in
-# shared/paper has Table 5 garbled (and v1 printed lower bounds too), and no stored copy of v4 was found:
-# the FC rows read 2.5, 2.5, 4 here until 2026-11 and were changed to 3.12, 4, 4 from a summary that is not
-# stored with the project. The book shows every unverified cell marked as such.
+# `source` says where each cell is read from. The arXiv v1 text in shared/paper has Table 5 garbled (and v1
+# printed lower bounds too), and no copy of v4 is stored with the book, so no cell is checked against a stored
+# text: the FC rows read 2.5, 2.5, 4 here until 2026-11 and were changed to 3.12, 4, 4 from a summary of v4
+# that is not stored with the book either.
+TABLE5_CONV_SOURCE = "ICLR version (arXiv v4), transcribed; v1's table is garbled in the stored text"
+TABLE5_FC_SOURCE = "ICLR version (arXiv v4), from a summary not stored with the book; v1's table is garbled"
 TABLE5 = [
-    {"layer": "Conv. 1", "size": "11x11x3x96", "stride": 4, "upper_bound": 2.75, "verified": False},
-    {"layer": "Conv. 2", "size": "5x5x96x256", "stride": 1, "upper_bound": 10.0, "verified": False},
-    {"layer": "Conv. 3", "size": "3x3x256x384", "stride": 1, "upper_bound": 7.0, "verified": False},
-    {"layer": "Conv. 4", "size": "3x3x384x384", "stride": 1, "upper_bound": 7.5, "verified": False},
-    {"layer": "Conv. 5", "size": "3x3x384x256", "stride": 1, "upper_bound": 11.0, "verified": False},
-    {"layer": "FC1", "size": "9216x4096", "stride": None, "upper_bound": 3.12, "verified": False},
-    {"layer": "FC2", "size": "4096x4096", "stride": None, "upper_bound": 4.0, "verified": False},
-    {"layer": "FC3", "size": "4096x1000", "stride": None, "upper_bound": 4.0, "verified": False},
+    {"layer": "Conv. 1", "size": "11x11x3x96", "stride": 4, "upper_bound": 2.75, "source": TABLE5_CONV_SOURCE},
+    {"layer": "Conv. 2", "size": "5x5x96x256", "stride": 1, "upper_bound": 10.0, "source": TABLE5_CONV_SOURCE},
+    {"layer": "Conv. 3", "size": "3x3x256x384", "stride": 1, "upper_bound": 7.0, "source": TABLE5_CONV_SOURCE},
+    {"layer": "Conv. 4", "size": "3x3x384x384", "stride": 1, "upper_bound": 7.5, "source": TABLE5_CONV_SOURCE},
+    {"layer": "Conv. 5", "size": "3x3x384x256", "stride": 1, "upper_bound": 11.0, "source": TABLE5_CONV_SOURCE},
+    {"layer": "FC1", "size": "9216x4096", "stride": None, "upper_bound": 3.12, "source": TABLE5_FC_SOURCE},
+    {"layer": "FC2", "size": "4096x4096", "stride": None, "upper_bound": 4.0, "source": TABLE5_FC_SOURCE},
+    {"layer": "FC3", "size": "4096x1000", "stride": None, "upper_bound": 4.0, "source": TABLE5_FC_SOURCE},
 ]
 
 # Figure 7 (arXiv v1 and v4): the stddev of the adversarial perturbations it shows for a linear softmax and

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.axes import Axes
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 from matplotlib.text import Text
 
 PAGE_WIDTH_PX = 688  # the book's content column
@@ -69,12 +70,18 @@ def _wrap(text: str, width_in: float, fontsize: float) -> str:
 
 def image_grid(images: torch.Tensor, titles: Sequence[str] | None = None, ncols: int = 10,
                size: float = 1.1, cmap: str = "gray", vmin: float | None = 0.0, vmax: float | None = 1.0,
-               suptitle: str | None = None) -> plt.Figure:
+               suptitle: str | None = None, scale_each: bool = False) -> plt.Figure:
     """A grid of [N,1,28,28] images with optional per-image titles.
 
     `size` is each image's width in inches, reduced where `ncols` of them would be wider than `MAX_WIDTH_IN`.
+    `scale_each`: divide each image by its own largest absolute value and draw it on [-1, 1] (`vmin` and
+    `vmax` are then ignored), so that signed images such as filters each get the full contrast of a
+    diverging `cmap`, symmetric about 0; the images are then comparable in shape, not in size.
     """
     images = images.detach().cpu()
+    if scale_each:
+        images = images / images.flatten(1).abs().amax(1).clamp_min(1e-30).view(-1, *[1] * (images.dim() - 1))
+        vmin, vmax = -1.0, 1.0
     n = len(images)
     nrows = max(1, -(-n // ncols))
     size = min(size, MAX_WIDTH_IN / ncols)
@@ -93,8 +100,12 @@ def image_grid(images: torch.Tensor, titles: Sequence[str] | None = None, ncols:
 
 
 def ours_vs_paper(labels: Sequence[str], ours: Sequence[float], paper: Sequence[float], ylabel: str,
-                  title: str = "", log: bool = False) -> plt.Figure:
-    """Paired bars: our number beside the paper's for each label (legend above the bars)."""
+                  title: str = "", log: bool = False, plain_ticks: bool = False) -> plt.Figure:
+    """Paired bars: our number beside the paper's for each label (legend above the bars).
+
+    `plain_ticks` (with `log`): ticks at 1, 2, 5 times the powers of ten, written as plain numbers ("2", "10",
+    "0.5", not "2×10^0"), with the axis starting at the power of ten below the smallest bar.
+    """
     x = np.arange(len(labels))
     fig, ax = plt.subplots(figsize=(min(MAX_WIDTH_IN, max(5, 1.1 * len(labels))), 3.4), layout="constrained")
     ax.bar(x - 0.2, ours, 0.4, label="this book", color="tab:blue")
@@ -105,10 +116,27 @@ def ours_vs_paper(labels: Sequence[str], ours: Sequence[float], paper: Sequence[
     ax.set_xlabel("model", fontsize=TEXT_PT)
     if log:
         ax.set_yscale("log")
+        if plain_ticks:
+            _plain_log_ticks(ax, np.concatenate([np.asarray(ours, dtype=float), np.asarray(paper, dtype=float)]))
     if title:
         fig.suptitle(_wrap(title, MAX_WIDTH_IN, TITLE_PT), fontsize=TITLE_PT)
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2, fontsize=TICK_PT, frameon=False)
     return fig
+
+
+def _plain_log_ticks(ax: Axes, values: np.ndarray) -> None:
+    """A log y axis from the power of ten below the smallest positive value to above the largest, ticked at
+    1, 2 and 5 times the powers of ten and labelled as plain numbers (no minor tick labels)."""
+    values = values[np.isfinite(values) & (values > 0)]
+    if not len(values):
+        return
+    low, high = 10.0 ** np.floor(np.log10(values.min())), values.max() * 1.15
+    ticks = [m * 10.0**e for e in range(round(np.log10(low)), int(np.ceil(np.log10(high))) + 1) for m in (1, 2, 5)
+             if low <= m * 10.0**e <= high]
+    ax.set_ylim(low, high)
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def attack_panel(x: torch.Tensor, x_adv: torch.Tensor, probs: torch.Tensor, label: int, target: int,

@@ -325,7 +325,7 @@ def _finding(table: str, group: str, part: pd.DataFrame) -> Finding:
     else:
         gap = counted["book"] - counted["paper"]
         worst = counted.loc[gap.abs().idxmax()]
-        spread = f"largest gap {worst['book'] - worst['paper']:+.1f} pp"
+        spread = f"largest gap {worst['book'] - worst['paper']:+.2f} pp"
         farthest = f"{worst['row']}, {worst['quantity']}"
     return Finding(claim, numbers, f"{k} of {n} within; {spread} ({farthest})", k >= SHARE_TO_HOLD * n,
                    f"{k} of {n} within, {SHARE_TO_HOLD:.0%} needed" if k < SHARE_TO_HOLD * n else "",

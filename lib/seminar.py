@@ -1,20 +1,32 @@
-"""The seminar guide's bookkeeping: the chapters' exercise lists, the exercises each session assigns, its numbers."""
+"""The seminar guide's bookkeeping: the chapters' exercise lists, the exercises each session assigns, its numbers.
+
+Also what the guide's pages draw or print from the guide itself: the "guess the units" galleries of session 1
+(unlabelled for projecting, labelled for after the guess), the links to the chapters' sections (checked
+against the chapters' headings), and each session's one-page handout.
+"""
 from __future__ import annotations
 
 import json
 import math
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import torch
+from docutils.nodes import make_id
 
-from . import ROOT, adversarial_sweep, data, paper, spectral, zoo
+from . import ROOT, adversarial_sweep, data, paper, spectral, units, zoo
 from .train import error_rate
 
 CHAPTERS_DIR = ROOT / "chapters"
 GUIDE = ROOT / "seminar.ipynb"
+INSTRUCTOR = ROOT / "instructor.ipynb"
+HANDOUTS = ROOT / "handouts.ipynb"
+PAPER_URL = "https://arxiv.org/abs/1312.6199"
 
 # The exercises each session assigns, as (chapter, exercise) pairs; the guide prints their text from the chapters.
 ASSIGNMENTS: dict[int, tuple[tuple[int, int], ...]] = {
@@ -270,3 +282,207 @@ def decay_bounds(names: Sequence[str] = paper.TABLE1_MODELS[:3], n: int = 200, s
                      "median certified radius": spectral.certified_radius(model, x, bound).median().item(),
                      "accuracy on these images %": 100 - error_rate(model, x, y)})
     return pd.DataFrame(rows).set_index("model")
+
+
+# ---------------------------------------------------------------------------------------------- links to sections
+
+# A link the guide writes to a heading of another page: <a href="chapters/05_units_vs_directions.html#figures-1-and-2-redrawn">.
+# (MyST's [text](page#anchor) needs heading anchors, which the book does not configure; Sphinx gives every
+# section the id docutils makes from its title, and a raw HTML link reaches it.)
+SECTION_LINK = re.compile(r'<a href="([\w/.-]+)\.html#([\w-]+)">(.*?)</a>')
+HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*$", re.MULTILINE)
+
+
+def heading_id(title: str) -> str:
+    """The id Sphinx gives the section of a MyST heading `title`: its text without markup, as docutils makes ids."""
+    text = re.sub(r"`([^`]*)`", r"\1", title)  # inline code keeps its text
+    text = re.sub(r"\$([^$]*)\$", lambda m: m.group(1).replace("\\", ""), text)  # $\lambda$ -> lambda
+    text = re.sub(r"[*_]{1,2}([^*_]+)[*_]{1,2}", r"\1", text)
+    return make_id(text)
+
+
+def page_source(page: str) -> Path:
+    """The source of the book page `page` (a path without extension, as _toc.yml names it): .ipynb or .md."""
+    for ext in (".ipynb", ".md"):
+        if (ROOT / f"{page}{ext}").exists():
+            return ROOT / f"{page}{ext}"
+    raise FileNotFoundError(f"no page {page!r} (.ipynb or .md)")
+
+
+def heading_ids(page: str) -> dict[str, str]:
+    """{section id: heading} of every heading in the markdown of book page `page`."""
+    path = page_source(page)
+    texts = markdown_cells(path) if path.suffix == ".ipynb" else [path.read_text()]
+    return {heading_id(m.group(2)): m.group(2) for text in texts for m in HEADING.finditer(text)}
+
+
+def section_links(markdown: str) -> list[tuple[str, str, str]]:
+    """Every (page, section id, link text) that `markdown` links to with SECTION_LINK."""
+    return [(m.group(1), m.group(2), m.group(3)) for m in SECTION_LINK.finditer(markdown)]
+
+
+def broken_section_links(markdown: str) -> list[tuple[str, str, str]]:
+    """The links of `markdown` to a page that does not exist, or to a section id that page has no heading for."""
+    broken = []
+    for page, anchor, text in section_links(markdown):
+        try:
+            ids = heading_ids(page)
+        except FileNotFoundError:
+            ids = {}
+        if anchor not in ids:
+            broken.append((page, anchor, text))
+    return broken
+
+
+# ---------------------------------------------------------------------------------------------- session 1: guess the units
+
+# The layers of chapter 5's "Figures 1 and 2, redrawn", with its seeds and sizes, so the rows are the chapter's.
+GUESS_LAYERS = {  # name -> (zoo model, layer index)
+    "Conv FC-128 (ReLU)": ("Conv", 5),
+    "Conv maps (pooled)": ("Conv", 2),
+    "N100 hidden 1 (sigmoid)": ("N100-100-10", 2),
+    "N100 hidden 2 (sigmoid)": ("N100-100-10", 4),
+}
+GUESS_K, GUESS_MAX_UNITS, GUESS_DIRECTIONS, GUESS_SEED = 10, 128, 200, 0
+
+
+@dataclass
+class GuessRows:
+    """One layer's rows for the guessing game: top-k images of units and of random directions, in a shuffled order."""
+
+    layer: str
+    images: torch.Tensor  # [N, 1, 28, 28], what the indices point into
+    rows: list[torch.Tensor]  # per row, the k image indices, largest projection first
+    kinds: list[str]  # per row, "unit 37" or "direction 2": the answer
+    k: int
+
+    def row_names(self) -> list[str]:
+        """The neutral names the room votes on: "row 1", "row 2", ..."""
+        return [f"row {r}" for r in range(1, len(self.rows) + 1)]
+
+    def answer_key(self) -> pd.DataFrame:
+        """Which row is which: one line per row, with whether it is a single unit."""
+        return pd.DataFrame({"row": self.row_names(), "is": self.kinds,
+                             "single unit": [kind.startswith("unit") for kind in self.kinds]}).set_index("row")
+
+
+def guess_rows(layer: str, n_shown: int = 5, order_seed: int = 0, images: torch.Tensor | None = None) -> GuessRows:
+    """Chapter 5's top-k rows of `n_shown` units and `n_shown` random directions of `layer`, shuffled by `order_seed`.
+
+    The units, directions and k are chapter 5's (`GUESS_*`, the same seeds), on the MNIST test set unless
+    `images` are given; only the order of the rows is new, so that their position gives nothing away.
+    """
+    if layer not in GUESS_LAYERS:
+        raise KeyError(f"no layer {layer!r}; layers: {list(GUESS_LAYERS)}")
+    if images is None:
+        images = data.load_mnist(train=False)[0]
+    name, index = GUESS_LAYERS[layer]
+    acts = units.layer_activations(zoo.load(name), index, images)
+    chosen = units.select_units(acts, GUESS_K, GUESS_MAX_UNITS, seed=GUESS_SEED)[:n_shown]
+    directions = units.random_directions(acts.shape[1], GUESS_DIRECTIONS, seed=GUESS_SEED + 1)[:n_shown]
+    if len(chosen) < n_shown:
+        raise ValueError(f"{layer} has only {len(chosen)} usable units")
+    top_units = units.top_k_images(acts, units.basis_directions(acts.shape[1], chosen), GUESS_K).indices
+    top_dirs = units.top_k_images(acts, directions, GUESS_K).indices
+    rows = [top_units[j] for j in range(n_shown)] + [top_dirs[j] for j in range(n_shown)]
+    kinds = [f"unit {int(u)}" for u in chosen] + [f"direction {j}" for j in range(n_shown)]
+    order = np.random.default_rng(order_seed).permutation(len(rows))
+    return GuessRows(layer, images, [rows[i] for i in order], [kinds[i] for i in order], GUESS_K)
+
+
+def guess_gallery(guess: GuessRows, labelled: bool) -> plt.Figure:
+    """The rows of `guess` in Figures 1-2's layout: named "row 1", ... only, or (`labelled`) also unit or direction.
+
+    The unlabelled figure is for projecting while the room guesses: no text on it says which row is a unit.
+    """
+    names = guess.row_names()
+    if labelled:
+        names = [f"{name}: {kind}" for name, kind in zip(names, guess.kinds)]
+        title = f"{guess.layer}: which rows are single units (the answer)"
+    else:
+        title = f"{guess.layer}: ten rows, each the top {guess.k} test images of one projection.\nWhich rows are single units?"
+    return units.top_k_gallery(guess.images, guess.rows, names, suptitle=title)
+
+
+def figure_texts(fig: plt.Figure) -> list[str]:
+    """Every non-empty text drawn on `fig`: titles, axis labels, tick labels, free text."""
+    return [t.get_text() for t in fig.findobj(plt.Text) if t.get_visible() and t.get_text().strip()]
+
+
+# ---------------------------------------------------------------------------------------------- handouts
+
+SESSION_TITLE = re.compile(r"^## Session (\d+)( \(optional\))?: (.*)$")
+
+
+def session_cells(path: Path = GUIDE) -> dict[int, str]:
+    """{session number: the markdown cell of `path` that opens it ('## Session N: ...')}."""
+    found = {}
+    for text in markdown_cells(path):
+        match = SESSION_TITLE.match(text.splitlines()[0])
+        if match:
+            found[int(match.group(1))] = text
+    return found
+
+
+def session_title(session: int) -> str:
+    """The heading of `session` in the guide, without the '## '."""
+    return session_cells()[session].splitlines()[0].removeprefix("## ")
+
+
+def bold_block(text: str, name: str) -> str:
+    """The paragraph(s) after '**name.**' (or '**name:**') in `text`, up to the next bold block or heading."""
+    match = re.search(rf"^\*\*{re.escape(name)}[.:]?\*\*[.:]?[ \t]*", text, re.MULTILINE)
+    if match is None:
+        raise ValueError(f"no **{name}.** block")
+    rest = text[match.end():]
+    end = re.search(r"^\*\*[A-Z][^*]*\*\*|^#{1,6}\s", rest, re.MULTILINE)
+    return rest[: end.start() if end else len(rest)].strip()
+
+
+def paper_line(text: str) -> str:
+    """What the '**Paper:**' line of a session names (the sections), up to '**Book:**'."""
+    match = re.search(r"\*\*Paper:\*\*\s*(.*?)\s*\*\*Book:\*\*", text, re.DOTALL)
+    if match is None:
+        raise ValueError("no **Paper:** ... **Book:** line")
+    return " ".join(match.group(1).split())
+
+
+def prerequisite(text: str, name: str) -> str:
+    """The '- *name:*' item of a session's prerequisites, on one line."""
+    match = re.search(rf"^- \*{re.escape(name)}:\*\s*(.*?)(?=^- \*|\Z)", bold_block(text, "Prerequisites"),
+                      re.MULTILINE | re.DOTALL)
+    if match is None:
+        raise ValueError(f"no '- *{name}:*' prerequisite")
+    return " ".join(match.group(1).split())
+
+
+def handout(session: int) -> str:
+    """Markdown: the one-page handout of `session`, read from the guide (the heading is the handouts page's own).
+
+    The paper's sections and its link, the learning goals, what to read and run (and the Colab path), the
+    questions for discussion and the exercises to assign, in the guide's current words.
+    """
+    text = session_cells()[session]
+    goals = bold_block(text, "Learning goals").removeprefix("After this session participants can").strip()
+    questions = bold_block(text, "Questions for discussion")
+    return "\n".join([
+        f"**Paper:** Szegedy et al., *Intriguing properties of neural networks*, <{PAPER_URL}>: {paper_line(text)}",
+        "",
+        "**Goals.** After this session you can",
+        "",
+        goals,
+        "",
+        "**Before the session.**",
+        "",
+        f"- *Read:* {prerequisite(text, 'Read')}",
+        f"- *Run:* {prerequisite(text, 'Run before')}",
+        f"- *No local setup?* {prerequisite(text, 'Colab path')}",
+        "",
+        "**Questions for discussion.**",
+        "",
+        questions,
+        "",
+        "**Exercises.**",
+        "",
+        assignment(session),
+    ])

@@ -6,6 +6,7 @@ their provenance, and the book reads them.
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import multiprocessing
@@ -138,6 +139,9 @@ RUN_RULES = ("runner-up", "random", "every", "every-fast")
 NINE_LABEL_RULES = ("every", "every-fast")
 CHUNK = 500  # images per resumable piece of work
 EVERY_IMAGES = 500  # the seeded subset the paper's attack attacks towards all nine wrong labels
+# every-fast: fast_attack's settings towards all nine labels (its defaults suit the nearest; far labels need a
+# larger c and a sharper loss), chosen by benchmarks/bench_nine_label_fast.py on training images outside the subset
+NINE_LABEL_FAST = {"c_factor": 16.0, "temperature": 0.003, "polish_steps": 50}
 
 
 @dataclass
@@ -191,7 +195,8 @@ def attack_chunk(name: str, rule: str, indices: torch.Tensor, seed: int, device:
     model = _model(name, device)
     start = time.perf_counter()
     if rule in NINE_LABEL_RULES:
-        rows = attack.every_target(model, x, y, method=fast_attack.fast_attack if rule == "every-fast" else None)
+        method = functools.partial(fast_attack.fast_attack, **NINE_LABEL_FAST) if rule == "every-fast" else None
+        rows = attack.every_target(model, x, y, method=method)
         shape = (len(x), -1)
     else:
         rows = attack.min_distortion(model, x, y, target=rule, seed=seed + int(indices[0]))
@@ -219,9 +224,13 @@ def _chunk_job(name: str, rule: str, indices: torch.Tensor, seed: int, device: s
 def _chunk_paths(name: str, rule: str, images: int | str, seed: int, chunk: int):
     """The run's indices and its chunks (first index, indices, file), keyed by weights fingerprint and attack VERSION."""
     indices = run_indices(images, seed)
-    version = f"v{attack.VERSION}" + (f"-fast{fast_attack.VERSION}" if rule == "every-fast" else "")
+    version = f"v{attack.VERSION}" + (f"-fast{fast_attack.VERSION}-{_fast_settings()}" if rule == "every-fast" else "")
     work = CACHE_DIR / "table1-chunks" / f"{name}.{rule}.{images}-{zoo.fingerprint(name)}-{version}-s{seed}-c{chunk}"
     return indices, [(i, indices[i : i + chunk], work / f"{i:06d}.pt") for i in range(0, len(indices), chunk)]
+
+
+def _fast_settings() -> str:
+    return "-".join(f"{k}{v:g}" for k, v in NINE_LABEL_FAST.items())
 
 
 def compute_chunks(name: str, rule: str, images: int | str = "all", *, seed: int = 0, device: str | None = None,
@@ -272,7 +281,8 @@ def assemble_run(name: str, rule: str, images: int | str = "all", *, seed: int =
                                        for m in paper.TABLE1_MODELS], 1).to(torch.uint8)
     meta = {"model": name, "rule": rule, "images": images, "seed": seed, "chunk": chunk,
             "weights": zoo.fingerprint(name), "attack_version": attack.VERSION, "device": device, "workers": workers,
-            **({"fast_attack_version": fast_attack.VERSION} if rule == "every-fast" else {}),
+            **({"fast_attack_version": fast_attack.VERSION, "fast_attack_settings": NINE_LABEL_FAST}
+               if rule == "every-fast" else {}),
             "torch": torch.__version__, "attack_seconds": round(sum(p["seconds"] for p in parts), 1),
             "wall_seconds": None if wall_seconds is None else round(wall_seconds, 1),
             "command": f"python -m lib table1 --images {images} --rules {rule} --models {name}",
@@ -367,6 +377,28 @@ def fast_check(names: tuple[str, ...] = paper.TABLE1_MODELS) -> pd.DataFrame:
                          "per label: 90th percentile": round(label_ratio.quantile(0.9).item(), 4),
                          **{f"ratio {k}": round(ours[k] / theirs[k], 4) for k in AGGREGATES}})
     return pd.DataFrame(rows)
+
+
+def settings_key(c_factor: float, temperature: float, polish_steps: int) -> str:
+    """How benchmarks/bench_nine_label_fast.py names one setting of fast_attack in its record."""
+    return f"c{c_factor:g} T{temperature:g} steps{polish_steps}"
+
+
+def nine_label_fast_choice() -> pd.DataFrame:
+    """The committed choice of NINE_LABEL_FAST (benchmarks/bench_nine_label_fast.py): per model, the ratio of the
+    fast attack's mean distortion over nine labels to the paper's attack's, under its defaults and the choice.
+
+    ValueError if NINE_LABEL_FAST is not the committed choice.
+    """
+    record = json.loads((RESULTS_DIR / "table1" / "nine_label_fast.json").read_text())
+    if record["chosen"] != NINE_LABEL_FAST:
+        raise ValueError(f"table1.NINE_LABEL_FAST {NINE_LABEL_FAST} is not the benchmark's choice {record['chosen']}; "
+                         "rerun benchmarks/bench_nine_label_fast.py or set it")
+    settings = {"fast_attack's defaults": settings_key(2.0, fast_attack.TEMPERATURE, fast_attack.POLISH_STEPS),
+                "NINE_LABEL_FAST": settings_key(**NINE_LABEL_FAST)}
+    frame = pd.DataFrame({label: {m: record["ratios"][m][k] for m in record["ratios"]} for label, k in settings.items()})
+    frame.loc["worst"] = frame.max()
+    return frame.round(4).rename_axis(f"{record['provenance']['images']} validation images: fast / paper")
 
 
 def nine_label_sources(check: pd.DataFrame | None = None) -> dict[str, tuple[str, int | str]]:

@@ -1,9 +1,12 @@
 """Sliders that need no kernel: every frame drawn once, embedded, switched by the browser.
 
-A chapter calls `slider(draw, name=values, ...)`. Every combination of the values (at most
-`MAX_FRAMES`) is drawn with `draw(**values)` and saved as a PNG; the output is one self-contained
-HTML block of range inputs and images whose inline handlers show the chosen frame. So the slider moves
-its figure in the static HTML book, in Jupyter and in Colab alike, with no widget front-end or kernel.
+A chapter calls `slider(draw, alt="what the figure shows", name=values, ...)`. Every combination of the
+values (at most `MAX_FRAMES`) is drawn with `draw(**values)` and saved as a PNG; the output is one
+self-contained HTML block of range inputs and images whose inline handlers show the chosen frame. So the
+slider moves its figure in the static HTML book, in Jupyter and in Colab alike, with no widget front-end or
+kernel. Each frame's alt text is the figure's description followed by its slider values,
+"<alt>; name = value, ...", so a screen reader hears what the figure shows and where the sliders stand
+(`alt` is therefore not available as a slider name).
 """
 from __future__ import annotations
 
@@ -36,16 +39,32 @@ def value_text(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def check_description(alt: object) -> str:
+    """`alt` if it is a non-empty description of the figure; else a ValueError that says what is missing."""
+    if not isinstance(alt, str) or not alt.strip():
+        raise ValueError(f"alt must describe the slider's figure (what is plotted, its axes, its panels) for its "
+                         f"frames' alt text, e.g. alt=\"Distortion against c\"; got {alt!r}")
+    return alt
+
+
 @dataclass(frozen=True)
 class Slider:
-    """Frames of `draw` over the grid of `choices` (row-major, first name slowest), as PNG bytes."""
+    """Frames of `draw` over the grid of `choices` (row-major, first name slowest), as PNG bytes.
+
+    `description` says what the figure shows; it starts every frame's alt text.
+    """
     choices: dict[str, list[Any]]
     default: dict[str, Any]
     frames: list[bytes]
+    description: str
+
+    def __post_init__(self) -> None:
+        check_description(self.description)
 
     def alt(self, values: dict[str, Any]) -> str:
-        """The alt text of the frame for `values`: 'name = value' for each slider."""
-        return ", ".join(f"{name} = {value_text(values[name])}" for name in self.choices)
+        """The alt text of the frame for `values`: the description, then 'name = value' for each slider."""
+        settings = ", ".join(f"{name} = {value_text(values[name])}" for name in self.choices)
+        return f"{self.description}; {settings}"
 
     def index(self, values: dict[str, Any]) -> int:
         """Position in `frames` of the frame for `values`."""
@@ -78,9 +97,14 @@ class Slider:
                 f'<div>{"".join(images)}</div></div>')
 
 
-def frames(draw: Callable[..., plt.Figure], defaults: dict[str, Any] | None = None, *,
+def frames(draw: Callable[..., plt.Figure], defaults: dict[str, Any] | None = None, *, alt: str,
            max_frames: int = MAX_FRAMES, dpi: int = DPI, **choices: Sequence[Any]) -> Slider:
-    """Draw `draw(**values)` for every combination of `choices`; `defaults` picks the frame shown first."""
+    """Draw `draw(**values)` for every combination of `choices`; `defaults` picks the frame shown first.
+
+    `alt` (required, non-empty) describes the figure: what is plotted, its axes, its panels. Each frame's
+    alt text is "<alt>; name = value, ...".
+    """
+    check_description(alt)
     if not choices:
         raise ValueError("give at least one keyword with the values to choose from")
     grid = {name: list(values) for name, values in choices.items()}
@@ -113,10 +137,13 @@ def frames(draw: Callable[..., plt.Figure], defaults: dict[str, Any] | None = No
         figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
         plt.close(figure)
         pngs.append(buffer.getvalue())
-    return Slider(grid, default, pngs)
+    return Slider(grid, default, pngs, alt)
 
 
-def slider(draw: Callable[..., plt.Figure], defaults: dict[str, Any] | None = None,
+def slider(draw: Callable[..., plt.Figure], defaults: dict[str, Any] | None = None, *, alt: str,
            **choices: Sequence[Any]) -> None:
-    """Show sliders over `choices` that switch between pre-drawn figures of `draw` (no kernel needed)."""
-    display(HTML(frames(draw, defaults, **choices)._repr_html_()))
+    """Show sliders over `choices` that switch between pre-drawn figures of `draw` (no kernel needed).
+
+    `alt` (required, non-empty) describes the figure for its frames' alt text, as in `frames`.
+    """
+    display(HTML(frames(draw, defaults, alt=alt, **choices)._repr_html_()))

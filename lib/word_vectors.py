@@ -48,6 +48,9 @@ class WordVectors:
     meta: dict
 
 
+TEXT8_TOKENS = 17_005_207  # words in text8 (the first 10^8 bytes of English Wikipedia, cleaned): its published size
+
+
 def tokenise(text: str) -> list[str]:
     """Lowercase runs of the letters a-z: 'Dogs' bark (loudly)' -> ['dogs', 'bark', 'loudly']."""
     return re.findall(r"[a-z]+", text.lower())

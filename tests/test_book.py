@@ -6,7 +6,8 @@ chapters, pages, `_config.yml`, `_toc.yml`, `_vendor/`); jupyter-cache makes a r
 any host but this machine (they are blocked and reported), no page error, every image loaded, the math
 typeset by the book's own MathJax, every ipywidget rendered by the book's own embedder on pages whose
 notebook makes widgets, and no table wider than the text column. Full-page screenshots of each page at
-1280 and 390 px go to `_build/screenshots/`. And on every page, every slider moves its figure.
+1280 and 390 px go to `_build/screenshots/`. And on every page, every slider moves its figure, and every
+figure has an alt text that describes it (not its file name).
 
 Needs Debian's Chromium (/usr/bin/chromium) and Playwright for Python: `make browser-deps`, i.e.
 `apt-get install chromium` and `pip install playwright` (never `playwright install`: it downloads a browser).
@@ -23,6 +24,7 @@ import sys
 import threading
 from pathlib import Path
 from base64 import b64decode
+from html.parser import HTMLParser
 from io import BytesIO
 from urllib.parse import urlsplit
 
@@ -241,12 +243,37 @@ def test_page_renders_offline(page: str, server: str, browser) -> None:
 
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         tab.screenshot(path=str(SCREENSHOTS / f"{page.replace('/', '__')}.png"), full_page=True)
-        tab.set_viewport_size({"width": 390, "height": 844})  # a phone: the second screenshot of the review
+        tab.set_viewport_size({"width": PHONE_WIDTH, "height": 844})  # a phone: the second screenshot of the review
         tab.screenshot(path=str(SCREENSHOTS / f"{page.replace('/', '__')}-390px.png"), full_page=True)
         tab.wait_for_load_state("networkidle", timeout=30_000)
+
+        # a phone: the page is no wider than the screen, and a table wider than the text scrolls in its box
+        phone = tab.evaluate(PHONE_CHECK)
+        assert phone["width"] <= PHONE_WIDTH + 1, \
+            f"{page}: {phone['width']} px wide at {PHONE_WIDTH} px; wider than the screen: {phone['wide']}"
+        assert not phone["clipped"], f"{page}: tables cut off at {PHONE_WIDTH} px (no scrolling box): {phone['clipped']}"
     finally:
         context.close()
     assert not problems, f"{page}:\n" + "\n".join(problems)
+
+
+PHONE_WIDTH = 390  # px
+# The page's width; the elements that reach past the screen outside any scrolling box; and the tables wider
+# than the text column with no scrolling box around them (their right part would be cut off, unreadable).
+PHONE_CHECK = """() => { const vw = document.documentElement.clientWidth;
+    const main = document.querySelector('article.bd-article') || document.querySelector('article') || document.querySelector('main');
+    const text = main.getBoundingClientRect().width;
+    const scrolls = (e, stop) => { for (let a = e.parentElement; a && a !== stop; a = a.parentElement) {
+        const o = getComputedStyle(a).overflowX; if (o === 'auto' || o === 'scroll') return true; } return false; };
+    const boxed = e => { for (let a = e.parentElement; a; a = a.parentElement) {
+        const o = getComputedStyle(a).overflowX; if (o !== 'visible') return true; } return false; };
+    const wide = Array.from(document.body.querySelectorAll('*')).filter(e => e.getBoundingClientRect().right > vw + 1
+        && getComputedStyle(e).position !== 'fixed' && !boxed(e)).slice(0, 5)
+        .map(e => `${e.tagName.toLowerCase()} "${(e.textContent || '').trim().slice(0, 40)}" (${Math.round(e.getBoundingClientRect().right)} px)`);
+    const clipped = Array.from(main.querySelectorAll('table')).filter(t => t.getBoundingClientRect().width > text + 1
+        && !scrolls(t, main.parentElement)).slice(0, 5)
+        .map(t => `"${(t.querySelector('th, td') || t).textContent.trim().slice(0, 30)}" (${Math.round(t.getBoundingClientRect().width)} px)`);
+    return {width: document.documentElement.scrollWidth, wide, clipped}; }"""
 
 
 def _pixels(src: str) -> np.ndarray:
@@ -271,8 +298,7 @@ def test_sliders_move_their_figures(page: str, server: str, browser) -> None:
             labels = [json.loads(inputs.nth(j).get_attribute("data-values")) for j in range(inputs.count())]
             for j, name in enumerate(names):
                 last = len(labels[j]) - 1
-                if last == 0:
-                    continue  # a single value: nothing to move
+                assert last >= 1, f"{page}: slider {name!r} has one position: a plain figure, not a slider"
                 previous = None
                 for position in sorted({0, last // 2, last}, key=lambda p: p == int(inputs.nth(j).input_value())):
                     inputs.nth(j).fill(str(position))
@@ -280,7 +306,10 @@ def test_sliders_move_their_figures(page: str, server: str, browser) -> None:
                     assert shown.count() == 1, f"{page}: {shown.count()} frames shown after moving {name!r}"
                     values = [labels[i][int(inputs.nth(i).input_value())] for i in range(len(names))]
                     expected = ", ".join(f"{n} = {v}" for n, v in zip(names, values))
-                    assert shown.get_attribute("alt") == expected, f"{page}: {name!r} at {labels[j][position]!r}"
+                    alt = shown.get_attribute("alt")  # "<what the figure shows>; name = value, ..."
+                    description = alt.removesuffix(f"; {expected}")
+                    assert description != alt and description.strip(), \
+                        f"{page}: {name!r} at {labels[j][position]!r}: alt {alt!r} is not '<description>; {expected}'"
                     readout = inputs.nth(j).locator("xpath=following-sibling::output")
                     assert readout.text_content() == labels[j][position]
                     pixels = _pixels(shown.get_attribute("src"))
@@ -290,6 +319,124 @@ def test_sliders_move_their_figures(page: str, server: str, browser) -> None:
                     previous = pixels
     finally:
         context.close()
+
+
+# Alt text. Every <img> of a built page is a figure (a notebook output in _images/, a slider's frame as a
+# data: URI, an image a page embeds) and needs an alt text that says what it shows. Sphinx and myst-nb fall
+# back to the image's path ("../_images/<hash>.png"), so a path or file name as alt means none was given.
+# The one exception, kept narrow: the theme's launch-button logos (sphinx-book-theme's
+# _static/images/logo_*.png|svg, e.g. the Colab button's logo). They are not figures, they sit inside a
+# labelled button, and the theme writes their alt ("Colab logo"); they need only an alt attribute.
+THEME_LOGO = re.compile(r"(^|/)_static/images/logo_[\w-]+\.(png|svg)$")
+IMAGE_FILE = re.compile(r"\.(png|svg|jpe?g|gif|webp)$", re.IGNORECASE)
+
+
+class _Images(HTMLParser):
+    """Every <img> of a page, as (line, attributes), read by the standard library's parser."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[tuple[int, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            self.images.append((self.getpos()[0], dict(attrs)))
+
+
+def alt_problem(attrs: dict[str, str | None]) -> str | None:
+    """What is wrong with an <img>'s alt text as a description of its figure (None: nothing)."""
+    alt, src = attrs.get("alt"), attrs.get("src") or ""
+    if alt is None:
+        return "no alt attribute"
+    if THEME_LOGO.search(src):
+        return None  # the theme's button logo: not a figure (see above)
+    text = alt.strip()
+    if not text:
+        return "empty alt"
+    if "_images/" in text or IMAGE_FILE.search(text) or text == src:
+        return "alt is a path or file name, not a description"
+    if "ipe-frame" in (attrs.get("class") or "").split():  # lib.widgets: "<description>; name = value, ..."
+        description, _, settings = text.partition("; ")
+        if not settings or not description.strip():
+            return "slider frame's alt gives its slider values but no description of the figure"
+    return None
+
+
+@pytest.mark.parametrize("page", toc_pages())
+def test_every_figure_has_alt_text_that_is_not_a_path(page: str, server: str) -> None:
+    """Every image on the built page has an alt text that describes it: not missing, empty, or a file path.
+
+    Notebook figures get theirs from their cell's metadata (`mystnb: image: alt:`), sliders' frames from
+    `lib.widgets.slider(..., alt=...)`; the theme's launch-button logos are exempt (`THEME_LOGO`).
+    """
+    parsed = _Images()
+    parsed.feed((HTML / f"{page}.html").read_text(errors="replace"))
+    problems = []
+    for line, attrs in parsed.images:
+        problem = alt_problem(attrs)
+        if problem:
+            src = attrs.get("src") or "(no src)"
+            src = src[:30] + "..." if src.startswith("data:") else src
+            problems.append(f"line {line}: <img src={src!r} alt={attrs.get('alt')!r}>: {problem}")
+    assert not problems, (f"{page}.html: {len(problems)} of {len(parsed.images)} images lack a descriptive alt text "
+                          "(a figure cell's metadata needs mystnb: image: alt:, a slider alt=...):\n"
+                          + "\n".join(problems))
+
+
+# Internal text: what the book's bookkeeping, not its argument, would leave on a page. Issue numbers, Python
+# object reprs ("<matplotlib.legend.Legend at 0x7f...>", "<Figure size 640x480 with 1 Axes>"), and the
+# boolean Table 5 column that once said "verified: False" in every cell.
+INTERNAL_TEXT = {
+    "an issue number": re.compile(r"\b(?:issue|task) #\d+", re.IGNORECASE),
+    "an object repr": re.compile(r"<[\w.]+(?: object)? at 0x[0-9a-f]+>"),
+    "a figure repr": re.compile(r"<Figure size \d+x\d+ with \d+ Axes>"),
+    "a memory address": re.compile(r"\bat 0x[0-9a-f]{6,}\b"),
+    "a bookkeeping column": re.compile(r"\bverified\s*(?:True|False)\b|\bpaper verified\b"),
+}
+
+
+class _Text(HTMLParser):
+    """A page's text as a reader sees it: what is outside <script> and <style>."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._skip += tag in ("script", "style")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._skip -= tag in ("script", "style") and self._skip > 0
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(data)
+
+
+def internal_text(page_html: str) -> list[str]:
+    """Each piece of internal text (INTERNAL_TEXT) in a page's readable text, with what it is."""
+    parser = _Text()
+    parser.feed(page_html)
+    text = " ".join(" ".join(parser.parts).split())
+    return [f"{what}: ...{text[max(0, m.start() - 40):m.end() + 20]}..."
+            for what, pattern in INTERNAL_TEXT.items() for m in pattern.finditer(text)]
+
+
+def test_internal_text_is_recognised():
+    page = ("<p>the target of issue #16</p><pre>&lt;matplotlib.legend.Legend at 0x7f3a2b1c0d90&gt;</pre>"
+            "<td>verified</td><td>False</td><script>var x = 'issue #3';</script>")
+    found = internal_text(page)
+    assert [f.split(":")[0] for f in found] == ["an issue number", "an object repr", "a memory address",
+                                                "a bookkeeping column"]
+    assert internal_text("<p>Table 5, read from the ICLR version (arXiv v4)</p>") == []
+
+
+@pytest.mark.parametrize("page", toc_pages())
+def test_no_internal_text_on_a_page(page: str, server: str) -> None:
+    """No issue numbers, object reprs or bookkeeping columns in what a reader sees (`INTERNAL_TEXT`)."""
+    found = internal_text((HTML / f"{page}.html").read_text(errors="replace"))
+    assert not found, f"{page}.html shows internal text:\n" + "\n".join(found)
 
 
 PAGE_LIMIT = 6 * 2**20  # bytes: a chapter page with its images, sliders' frames included

@@ -51,6 +51,13 @@ def test_register_entries_are_well_formed():
         claims.claim("made-up:x")
 
 
+def test_a_claim_made_in_every_table_takes_its_section_from_the_case():
+    assert claims.section("paper-numbers:Table 3/errors") == "Table 3"
+    assert claims.section("paper-numbers:Table 5") == "Table 5"
+    assert claims.section("paper-numbers") == "every table"
+    assert claims.section("min-distortion:N100-100-10") == "4.1, Table 1"
+
+
 def test_table_carries_each_verdict_and_refuses_unregistered_or_repeated_claims():
     found = [findings.Finding("a", "p", "b", True, key="zero-accuracy"),
              findings.Finding("c", "p", "d", None, "why", key="alexnet-units")]

@@ -123,6 +123,8 @@ def test_min_distortion_runs_the_fast_attack(models):
 @pytest.mark.parametrize("change, message", [
     (dict(temperature=0.0), "temperature must be a positive"),
     (dict(temperature=float("nan")), "temperature must be a positive"),
+    (dict(c_factor=0.0), "c_factor must be a positive"),
+    (dict(c_factor=True), "c_factor must be a positive"),
     (dict(linear_steps=0), "linear_steps must be a positive integer"),
     (dict(polish_steps=0), "polish_steps must be a positive integer"),
     (dict(history=0), "history must be a positive integer"),

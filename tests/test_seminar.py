@@ -1,4 +1,8 @@
-"""The seminar guide (seminar.ipynb, lib/seminar.py): its exercise references exist, its plans add up, its numbers."""
+"""The seminar guide (seminar.ipynb, instructor.ipynb, handouts.ipynb, primer_fourier.md, lib/seminar.py).
+
+Its exercise references exist, its plans add up, its links reach real sections, the answers live on the
+instructor's page only, the guessing figure gives nothing away, and its numbers.
+"""
 from __future__ import annotations
 
 import json
@@ -16,24 +20,32 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = (ROOT / "scripts" / "setup_cell.py").read_text().rstrip("\n")
 
 
-def guide_cells() -> list[dict]:
-    """The cells of seminar.ipynb."""
-    return json.loads(seminar.GUIDE.read_text())["cells"]
+PAGES = (seminar.GUIDE, seminar.INSTRUCTOR, seminar.HANDOUTS)
 
 
-def guide_markdown() -> list[str]:
-    """The markdown cells of seminar.ipynb."""
-    return seminar.markdown_cells(seminar.GUIDE)
+def guide_cells(path: Path = seminar.GUIDE) -> list[dict]:
+    """The cells of seminar.ipynb (or of another page of the guide)."""
+    return json.loads(path.read_text())["cells"]
+
+
+def guide_markdown(path: Path = seminar.GUIDE) -> list[str]:
+    """The markdown cells of seminar.ipynb (or of another page of the guide)."""
+    return seminar.markdown_cells(path)
+
+
+def instructor_markdown() -> list[str]:
+    """The markdown cells of the instructor's page."""
+    return guide_markdown(seminar.INSTRUCTOR)
 
 
 def session_cells() -> dict[int, str]:
     """{session number: the markdown cell that opens it ('## Session N: ...')}."""
-    found = {}
-    for text in guide_markdown():
-        first = text.splitlines()[0]
-        if first.startswith("## Session "):
-            found[int(first.removeprefix("## Session ").split(" ")[0].rstrip(":"))] = text
-    return found
+    return seminar.session_cells()
+
+
+def toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    return [c["file"] for part in toc["parts"] for c in part["chapters"]]
 
 
 # ---------------------------------------------------------------------------------------------- the guide
@@ -45,17 +57,76 @@ def test_every_assigned_exercise_exists_in_its_chapter():
 
 
 def test_every_exercise_the_guide_cites_exists_in_its_chapter():
-    cited = seminar.cited_exercises("\n".join(guide_markdown()))
+    for path in PAGES:
+        assert seminar.missing_exercises(seminar.cited_exercises("\n".join(guide_markdown(path)))) == [], path.name
+    cited = seminar.cited_exercises("\n".join(instructor_markdown()))
     assert len(cited) >= sum(len(p) for p in seminar.ASSIGNMENTS.values())  # the expected answers cite them all
-    assert seminar.missing_exercises(cited) == []
 
 
-def test_every_assigned_exercise_has_an_expected_answer():
-    answers = [text for text in guide_markdown() if text.lstrip().startswith(":::{dropdown} Expected answers: the exercises")]
-    assert len(answers) == len(seminar.ASSIGNMENTS)
+def test_every_assigned_exercise_has_an_expected_answer_on_the_instructors_page():
+    answers = [text for text in instructor_markdown() if text.startswith("### Expected answers: the exercises")]
+    questions = [text for text in instructor_markdown()
+                 if text.startswith("### Expected answers: the discussion questions")]
+    assert len(answers) == len(questions) == len(seminar.ASSIGNMENTS)
     for session, text in zip(sorted(seminar.ASSIGNMENTS), answers):
-        text = text.split(":::{dropdown} Expected answers: the discussion questions")[0]
         assert set(seminar.cited_exercises(text)) == set(seminar.ASSIGNMENTS[session]), f"session {session}"
+    titles = [t.splitlines()[0] for t in instructor_markdown() if t.startswith("## Session ")]
+    assert titles == [session_cells()[n].splitlines()[0] for n in sorted(seminar.ASSIGNMENTS)]
+
+
+def test_the_students_page_has_questions_and_no_answers():
+    text = "\n".join(guide_markdown())
+    assert "Expected answers" not in text and "{dropdown}" not in text and "Numbers at hand" not in text
+    for number, cell in session_cells().items():
+        assert "**Questions for discussion.**" in cell and "1. " in cell.split("**Questions for discussion.**")[1]
+    assert "{doc}`instructor's page <instructor>`" in text and "{doc}`handouts <handouts>`" in text
+    # the students' page computes no answers: only the setup, the guessing figure and the assignments
+    sources = ["".join(c["source"]) for c in guide_cells() if c["cell_type"] == "code"]
+    assert not [s for s in sources[2:] if "seminar.assignment(" not in s and "labelled=False" not in s]
+    assert "labelled=True" not in "".join(sources)
+
+
+def test_every_page_of_the_guide_is_in_the_toc_after_the_seminar():
+    files = toc_files()
+    at = files.index("seminar")
+    assert files[at + 1: at + 4] == ["instructor", "handouts", "primer_fourier"]
+    assert "{doc}`primer on the Fourier argument <primer_fourier>`" in session_cells()[5]
+
+
+def test_the_paper_is_linked():
+    for path in (*PAGES, ROOT / "primer_fourier.md"):
+        text = path.read_text()
+        assert seminar.PAPER_URL in text, path.name
+
+
+def test_section_links_reach_existing_headings():
+    for path in PAGES:
+        text = "\n".join(guide_markdown(path))
+        assert seminar.broken_section_links(text) == [], path.name
+    links = seminar.section_links("\n".join(guide_markdown()))
+    assert len(links) >= 20
+    # every chapter section the guide quotes as 'section "..."' or 'Chapter N, "..."' is a link
+    for text in guide_markdown():
+        assert not re.findall(r'(?:section|Chapter \d), "[A-Z][^"<]*"', text), text[:80]
+
+
+def test_heading_id_and_broken_links():
+    assert seminar.heading_id("The scheme, in `lib/adversarial_training.py`") == \
+        "the-scheme-in-lib-adversarial-training-py"
+    assert seminar.heading_id("Does weight decay buy robustness? A sweep over $\\lambda$") == \
+        "does-weight-decay-buy-robustness-a-sweep-over-lambda"
+    good = '<a href="chapters/05_units_vs_directions.html#figures-1-and-2-redrawn">Figures</a>'
+    bad = '<a href="chapters/05_units_vs_directions.html#no-such-section">x</a> <a href="nowhere.html#a">y</a>'
+    assert seminar.section_links(good) == [("chapters/05_units_vs_directions", "figures-1-and-2-redrawn", "Figures")]
+    assert seminar.broken_section_links(good) == []
+    assert [b[1] for b in seminar.broken_section_links(bad)] == ["no-such-section", "a"]
+    assert "figures-1-and-2-redrawn" in seminar.heading_ids("chapters/05_units_vs_directions")
+    assert "what-to-take-to-the-session" in seminar.heading_ids("primer_fourier")
+
+
+def test_no_runtimes_table_is_referred_to():
+    for path in PAGES:
+        assert "Runtimes" not in path.read_text(), path.name
 
 
 def test_every_session_has_a_90_minute_plan_and_its_parts():
@@ -68,6 +139,7 @@ def test_every_session_has_a_90_minute_plan_and_its_parts():
             assert part in text, f"session {number} lacks {part}"
     for number in seminar.ASSIGNMENTS:
         assert f"seminar.assignment({number})" in "".join("".join(c["source"]) for c in guide_cells())
+        assert f"seminar.handout({number})" in "".join("".join(c["source"]) for c in guide_cells(seminar.HANDOUTS))
 
 
 def test_the_slips_of_the_old_guide_are_gone():
@@ -78,31 +150,121 @@ def test_the_slips_of_the_old_guide_are_gone():
 
 
 def test_first_code_cell_is_the_shared_setup_cell_hidden():
-    cell = next(c for c in guide_cells() if c["cell_type"] == "code")
-    source = "".join(cell["source"])
-    assert source == TEMPLATE or source.startswith(TEMPLATE + "\n")
-    assert "hide-input" in cell["metadata"].get("tags", [])
+    for path in PAGES:
+        cell = next(c for c in guide_cells(path) if c["cell_type"] == "code")
+        source = "".join(cell["source"])
+        assert source == TEMPLATE or source.startswith(TEMPLATE + "\n")
+        assert {"hide-input", "remove-cell"} & set(cell["metadata"].get("tags", [])), path.name
 
 
 def test_code_is_hidden_and_outputs_are_not_committed():
-    for cell in guide_cells():
-        if cell["cell_type"] == "code":
-            assert {"hide-input", "hide-cell"} & set(cell["metadata"].get("tags", [])), "".join(cell["source"])[:80]
-            assert cell["outputs"] == [] and cell["execution_count"] is None
+    for path in PAGES:
+        for cell in guide_cells(path):
+            if cell["cell_type"] == "code":
+                tags = set(cell["metadata"].get("tags", []))
+                assert {"hide-input", "hide-cell", "remove-input", "remove-cell"} & tags, "".join(cell["source"])[:80]
+                assert cell["outputs"] == [] and cell["execution_count"] is None
+
+
+def test_figure_cells_have_alt_text():
+    for path in PAGES:
+        for cell in guide_cells(path):
+            if cell["cell_type"] == "code" and "guess_gallery" in "".join(cell["source"]):
+                assert len(cell["metadata"]["mystnb"]["image"]["alt"]) > 40, path.name
 
 
 def test_the_guide_replaces_seminar_md_in_the_toc():
     assert not (ROOT / "seminar.md").exists()
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
-    assert "seminar" in files
+    assert "seminar" in toc_files()
 
 
 def test_no_result_numbers_typed_into_the_text():
     # The prose may quote the paper's formulas (0.1 / 28) and sections (4.2), not results: no 0.062, no 2.4%.
-    for text in guide_markdown():
-        text = text.replace("arXiv:1312.6199", "").replace("Python 3.10", "")
+    texts = [t for path in PAGES for t in guide_markdown(path)] + [(ROOT / "primer_fourier.md").read_text()]
+    for text in texts:
+        text = re.sub(r"https?://\S+", "", text).replace("arXiv:1312.6199", "").replace("Python 3.10", "")
         assert not re.findall(r"\b\d+\.\d+\s*%|\b\d+\.\d{2,}\b", text), text[:80]
+
+
+# ---------------------------------------------------------------------------------------------- session 1's guess
+
+
+@pytest.fixture(scope="module")
+def guess() -> seminar.GuessRows:
+    return seminar.guess_rows("N100 hidden 1 (sigmoid)", images=data.load_mnist(train=False)[0][:2000])
+
+
+def test_guess_rows_are_chapter_5s_rows_shuffled(guess):
+    from lib import units
+
+    assert len(guess.rows) == 10 and all(len(r) == seminar.GUESS_K for r in guess.rows)
+    assert sum(k.startswith("unit") for k in guess.kinds) == 5 and sum(k.startswith("direction") for k in guess.kinds) == 5
+    assert [k.startswith("unit") for k in guess.kinds] != [True] * 5 + [False] * 5  # shuffled
+    acts = units.layer_activations(zoo.load("N100-100-10"), 2, guess.images)
+    for row, kind in zip(guess.rows, guess.kinds):
+        if kind.startswith("unit"):
+            expected = acts[:, int(kind.split()[1])].topk(seminar.GUESS_K).indices
+            assert set(row.tolist()) == set(expected.tolist())
+    key = guess.answer_key()
+    assert list(key.index) == guess.row_names() and key["single unit"].sum() == 5
+    again = seminar.guess_rows("N100 hidden 1 (sigmoid)", images=guess.images)
+    assert again.kinds == guess.kinds  # seeded: the seminar and instructor pages show the same order
+    with pytest.raises(KeyError):
+        seminar.guess_rows("no such layer")
+
+
+def test_the_unlabelled_gallery_gives_nothing_away(guess):
+    import matplotlib.pyplot as plt
+
+    hidden = seminar.guess_gallery(guess, labelled=False)
+    shown = seminar.guess_gallery(guess, labelled=True)
+    try:
+        hidden_text = " ".join(seminar.figure_texts(hidden)).lower()
+        shown_text = " ".join(seminar.figure_texts(shown))
+        assert "unit " not in hidden_text and "direction" not in hidden_text and "upper" not in hidden_text
+        for kind in guess.kinds:
+            assert kind.split()[0] + " " + kind.split()[1] not in hidden_text
+            assert kind in shown_text
+        for name in guess.row_names():
+            assert name in hidden_text and name in shown_text
+        # the same images in the same places
+        def pixels(fig):
+            return [ax.get_images()[0].get_array().sum() for ax in fig.axes if ax.get_images()]
+        assert pixels(hidden) == pixels(shown)
+    finally:
+        plt.close(hidden)
+        plt.close(shown)
+
+
+# ---------------------------------------------------------------------------------------------- handouts
+
+
+def test_each_handout_carries_the_sessions_goals_questions_reading_and_the_paper():
+    titles = [t for t in guide_markdown(seminar.HANDOUTS) if "## Session " in t]
+    assert [t.split("## ", 1)[1].splitlines()[0] for t in titles] == \
+        [seminar.session_title(n) for n in sorted(seminar.ASSIGNMENTS)]
+    assert all('<div class="handout-break"></div>' in t for t in titles)
+    assert "break-before: page" in "\n".join(guide_markdown(seminar.HANDOUTS))
+    for n in seminar.ASSIGNMENTS:
+        text, cell = seminar.handout(n), session_cells()[n]
+        assert seminar.PAPER_URL in text and seminar.paper_line(cell) in text
+        assert seminar.bold_block(cell, "Questions for discussion") in text
+        assert seminar.prerequisite(cell, "Read") in text and seminar.prerequisite(cell, "Run before") in text
+        assert seminar.assignment(n) in text
+        assert "Expected answers" not in text
+        goals = seminar.bold_block(cell, "Learning goals")
+        assert goals.splitlines()[-1].strip() in text
+
+
+def test_handout_parsers():
+    cell = ("## Session 9: x\n\n**Paper:** Section 4.3 and\nTable 5. **Book:** b.\n\n**Learning goals.** After\n\n- a\n\n"
+            "**Prerequisites.**\n\n- *Read:* the paper;\n  chapter 6.\n- *Run before:* chapter 6.\n\n**Figure.** f")
+    assert seminar.paper_line(cell) == "Section 4.3 and Table 5."
+    assert seminar.bold_block(cell, "Learning goals") == "After\n\n- a"
+    assert seminar.prerequisite(cell, "Read") == "the paper; chapter 6."
+    assert seminar.prerequisite(cell, "Run before") == "chapter 6."
+    with pytest.raises(ValueError):
+        seminar.bold_block(cell, "Numbers at hand")
 
 
 # ---------------------------------------------------------------------------------------------- parsers

@@ -169,6 +169,15 @@ def test_nine_label_sources_prefer_the_papers_attack_on_the_whole_set(tmp_path, 
     assert set(table1.nine_label_sources(check).values()) == {("every", "all")}
 
 
+def test_nine_label_fast_settings_are_the_committed_choice(monkeypatch):
+    choice = table1.nine_label_fast_choice()  # raises unless NINE_LABEL_FAST is the benchmark's choice
+    assert list(choice.index) == [*paper.TABLE1_MODELS, "worst"]
+    assert choice.loc["worst", "NINE_LABEL_FAST"] == choice["NINE_LABEL_FAST"].iloc[:-1].max()
+    monkeypatch.setattr(table1, "NINE_LABEL_FAST", {**table1.NINE_LABEL_FAST, "c_factor": 3.0})
+    with pytest.raises(ValueError, match="not the benchmark's choice"):
+        table1.nine_label_fast_choice()
+
+
 def test_cli_rejects_unknown_rule_and_model():
     for args in (["--rules", "closest"], ["--models", "FC999"]):
         out = subprocess.run([sys.executable, "-m", "lib", "table1", "--images", "10", *args], cwd=ROOT,
@@ -188,6 +197,7 @@ def test_committed_run_matches_a_fresh_attack(path):
     assert run.meta["attack_version"] == attack.VERSION, "the committed run was made with another attack version"
     if rule == "every-fast":
         assert run.meta["fast_attack_version"] == fast_attack.VERSION, "made with another fast attack version"
+        assert run.meta["fast_attack_settings"] == table1.NINE_LABEL_FAST, "made with other fast attack settings"
     model = zoo.load(name)
     images_all, labels_all = data.load_mnist(train=True)
     x, y = images_all[run.indices.long()], labels_all[run.indices.long()]
@@ -201,8 +211,10 @@ def test_committed_run_matches_a_fresh_attack(path):
         success = run.success[pick, column]
     else:
         committed, success = run.distortion[pick].float(), run.success[pick]
-    method = fast_attack.fast_attack if rule == "every-fast" else attack.lbfgs_attack
-    fresh = method(model, x[pick], targets)
+    if rule == "every-fast":
+        fresh = fast_attack.fast_attack(model, x[pick], targets, **table1.NINE_LABEL_FAST)
+    else:
+        fresh = attack.lbfgs_attack(model, x[pick], targets)
     assert torch.equal(fresh.success, success)
     assert torch.allclose(fresh.distortion[success], committed[success], rtol=0.02, atol=2e-4)
     if rule not in table1.NINE_LABEL_RULES:

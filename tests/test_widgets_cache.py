@@ -21,7 +21,7 @@ def test_slider_draws_every_frame_in_row_major_order():
         fig.text(0.5, 0.5, f"{c}{k}")
         return fig
 
-    result = widgets.frames(draw, defaults={"c": 1.0}, c=[0.1, 1.0, 10.0], k=[1, 2])
+    result = widgets.frames(draw, defaults={"c": 1.0}, alt="text", c=[0.1, 1.0, 10.0], k=[1, 2])
     assert calls == [(0.1, 1), (0.1, 2), (1.0, 1), (1.0, 2), (10.0, 1), (10.0, 2)]
     assert result.default == {"c": 1.0, "k": 2}  # the given default, and the middle value where none is given
     assert result.index({"c": 10.0, "k": 1}) == 4
@@ -45,31 +45,51 @@ class _Frames(HTMLParser):
 
 def test_slider_html_shows_the_default_frame_and_names_every_value():
     result = widgets.frames(lambda c, k: plt.figure(figsize=(1, 1)), defaults={"c": 1.0, "k": "b"},
-                            c=[0.1, 1.0], k=["a", "b", "c"])
+                            alt="An empty figure", c=[0.1, 1.0], k=["a", "b", "c"])
     parsed = _Frames()
     parsed.feed(result._repr_html_())
     assert [(i["data-name"], i["max"], i["value"]) for i in parsed.inputs] == [("c", "1", "1"), ("k", "2", "1")]
     assert json.loads(parsed.inputs[0]["data-values"]) == ["0.1", "1"]
-    assert [img["alt"] for img in parsed.images] == [f"c = {c}, k = {k}" for c in ("0.1", "1") for k in "abc"]
+    assert [img["alt"] for img in parsed.images] == [f"An empty figure; c = {c}, k = {k}"
+                                                     for c in ("0.1", "1") for k in "abc"]
     shown = [img["alt"] for img in parsed.images if "display:none" not in img["style"]]
-    assert shown == ["c = 1, k = b"]
+    assert shown == ["An empty figure; c = 1, k = b"]
     png = base64.b64decode(parsed.images[0]["src"].removeprefix("data:image/png;base64,"))
     assert png == result.frames[0]
 
 
 def test_slider_rejects_bad_input():
     with pytest.raises(ValueError, match="not among its values"):
-        widgets.frames(lambda c: plt.figure(), defaults={"c": 5}, c=[1, 2])
+        widgets.frames(lambda c: plt.figure(), defaults={"c": 5}, alt="a figure", c=[1, 2])
     with pytest.raises(ValueError, match="at least one keyword"):
-        widgets.frames(lambda: plt.figure())
+        widgets.frames(lambda: plt.figure(), alt="a figure")
     with pytest.raises(ValueError, match="no slider"):
-        widgets.frames(lambda c: plt.figure(), defaults={"d": 1}, c=[1, 2])
+        widgets.frames(lambda c: plt.figure(), defaults={"d": 1}, alt="a figure", c=[1, 2])
     with pytest.raises(ValueError, match="repeat"):
-        widgets.frames(lambda c: plt.figure(), c=[0.1, 0.1])
+        widgets.frames(lambda c: plt.figure(), alt="a figure", c=[0.1, 0.1])
     with pytest.raises(ValueError, match="'k' has one value"):
-        widgets.frames(lambda c, k: plt.figure(), c=[1, 2], k=[10])
+        widgets.frames(lambda c, k: plt.figure(), alt="a figure", c=[1, 2], k=[10])
     with pytest.raises(ValueError, match="65 frames, more than 64"):
-        widgets.frames(lambda c, k: plt.figure(), c=range(13), k=range(5))
+        widgets.frames(lambda c, k: plt.figure(), alt="a figure", c=range(13), k=range(5))
+
+
+def test_slider_needs_a_description_of_its_figure():
+    drawn = []
+
+    def draw(c):
+        drawn.append(c)
+        return plt.figure(figsize=(1, 1))
+
+    for empty in ("", "   ", None):
+        with pytest.raises(ValueError, match="alt must describe the slider's figure"):
+            widgets.frames(draw, alt=empty, c=[1, 2])
+    assert drawn == []  # refused before any frame is drawn
+    with pytest.raises(TypeError, match="alt"):
+        widgets.frames(draw, c=[1, 2])  # no default: every slider says what its figure shows
+    with pytest.raises(TypeError, match="alt"):
+        widgets.slider(draw, c=[1, 2])
+    with pytest.raises(ValueError, match="alt must describe"):
+        widgets.Slider({"c": [1, 2]}, {"c": 1}, [b"", b""], " ")
 
 
 def test_cache_computes_once_and_writes_atomically(tmp_path, monkeypatch):
