@@ -5,10 +5,13 @@
 On the validation photos of `bench_sharp_temperature.py` (the bundled photos the comparison does not use), toward
 "ostrich", one thread: Foolbox's DDN-100, then from its result (a) `attack.polish` (box-constrained L-BFGS on the
 paper's penalty problem with the sharpened loss, c from the multiplier, at each iteration budget) and (b)
-Brendel-Bethge-100, the comparison's boundary walker, started from the same points. Distortions and gradient
-evaluations per image (DDN's included) are written with provenance to
-data/results/peers/imagenet/polish_start.json; finished entries are kept (resumable). Ours-sharp's own c search on
-the same photos is in sharp_temperature.json. `lib.peers.polish_start_table` reads both.
+Brendel-Bethge-100, the comparison's boundary walker, started from the same points. Then why the polish stops
+where it does: (c) the longest polish again without its stopping tolerances (pgtol = ftol = 0), (d) the same in
+float64, and (e) the polish started from Brendel-Bethge's end instead of DDN's. Distortions and gradient
+evaluations per image (the starts' included) are written with provenance to
+data/results/peers/imagenet/polish_start.json; finished entries are kept (resumable) while DDN-100 gives the same
+start, and all are recomputed when it does not. Ours-sharp's own c search on the same photos is in
+sharp_temperature.json. `lib.peers.polish_start_table` reads both.
 """
 from __future__ import annotations
 
@@ -59,6 +62,10 @@ def main() -> None:
     start, start_x = peers.run_peer(model, args.network, x, target, list(range(len(x))), *peers.BB_START,
                                     rule="ostrich")
     start_label = f"{peers.BB_START[0]}-{peers.BB_START[1]}"
+    previous = record["results"].get(start_label)
+    if previous is not None and previous["distortion"] != peers._round(peers.measure(model, x, start_x, target)[0]):
+        print(f"{start_label} gives another start than the recorded one (another machine or library): recomputing all")
+        record["results"] = {}
     save(start_label, start_x, start.gradients)
     for iterations in args.iterations:
         label = f"{start_label} + polish-{iterations}"
@@ -74,6 +81,31 @@ def main() -> None:
             bb, bb_x = peers.run_peer(model, args.network, x, target, list(range(len(x))), "BB", 100, start=start_x,
                                       start_cost=start.cost, rule="ostrich")
         save(label, bb_x, bb.gradients)
+    else:
+        bb_x = None
+    longest = max(args.iterations)
+    label = f"{start_label} + polish-{longest}, no stopping tolerances"
+    if label not in record["results"]:
+        polished, cost = peers._timed(model, lambda m: attack.polish(m, x, start_x, target, max_iter=longest,
+                                                                     pgtol=0.0, ftol=0.0).x_adv, len(x))
+        save(label, polished, start.gradients + cost.gradients)
+    label = f"{start_label} + polish-{longest}, no stopping tolerances, float64"
+    if label not in record["results"]:
+        model64, x64, start64 = model.double(), x.double(), start_x.double()
+        polished, cost = peers._timed(model64, lambda m: attack.polish(m, x64, start64, target, max_iter=longest,
+                                                                       pgtol=0.0, ftol=0.0).x_adv, len(x))
+        model.float()
+        save(label, polished.float(), start.gradients + cost.gradients)
+    label = f"{start_label} + BB-100 + polish-{min(args.iterations)}"
+    if label not in record["results"]:
+        if bb_x is None:  # resumed after Brendel-Bethge's row: run it again for its end point
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                bb, bb_x = peers.run_peer(model, args.network, x, target, list(range(len(x))), "BB", 100,
+                                          start=start_x, start_cost=start.cost, rule="ostrich")
+        polished, cost = peers._timed(model, lambda m: attack.polish(m, x, bb_x, target,
+                                                                     max_iter=min(args.iterations)).x_adv, len(x))
+        save(label, polished, bb.gradients + cost.gradients)
     print(peers.polish_start_table(record, json.loads((peers.IMAGENET_DIR / "sharp_temperature.json").read_text())))
 
 

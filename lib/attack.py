@@ -187,21 +187,26 @@ def minimise_penalty(
 
 
 def polish(
-    model: nn.Module, x: Tensor, x_adv: Tensor, target: Tensor, *, max_iter: int = 100, history: int = 10
+    model: nn.Module, x: Tensor, x_adv: Tensor, target: Tensor, *, max_iter: int = 100, history: int = 10,
+    pgtol: float = lbfgsb.PGTOL, ftol: float = lbfgsb.FTOL,
 ) -> AttackResult:
     """The attack's last step on any start: shrink each x_adv onto the boundary, polish it (`_refine`), keep the closer.
 
     x_adv [N,C,H,W] in [0,1], e.g. another attack's result; rows not classified as their target are returned as
-    they are, unsuccessful. The result's c is nan (no search over c ran).
+    they are, unsuccessful. pgtol and ftol are the L-BFGS run's stopping tolerances (0: run all max_iter steps
+    unless the line search fails). The result's c is nan (no search over c ran).
     """
     _check_attack(model, x, target, 1.0, 1, max_iter, history, "ce")
+    for name, value in [("pgtol", pgtol), ("ftol", ftol)]:
+        if not (isinstance(value, (int, float)) and 0 <= value < math.inf):
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     _check_images(x_adv)
     if x_adv.shape != x.shape:
         raise ValueError(f"x_adv must have the shape of x {tuple(x.shape)}, got {tuple(x_adv.shape)}")
     x, x_adv, target = x.detach(), x_adv.detach(), target.long()
 
     def minimise(objective: Objective, z0: Tensor) -> Tensor:
-        return lbfgsb.minimize(objective, z0, max_iter=max_iter, history=history)
+        return lbfgsb.minimize(objective, z0, max_iter=max_iter, history=history, pgtol=pgtol, ftol=ftol)
 
     with _evaluating(model):
         success = predict(model, x_adv) == target

@@ -845,6 +845,56 @@ def polish_start_table(record: dict, sharp_record: dict) -> pd.DataFrame:
     return frame.rename_axis("start, then").reset_index()
 
 
+@dataclass
+class PolishStop:
+    """Why the polish from DDN's start stops where it does: `polish_start_table`'s median ratios, read together."""
+
+    polished: float  # the shortest polish from the start
+    longest: float  # the longest polish, with its stopping tolerances
+    untolerant: float  # the longest polish without stopping tolerances
+    untolerant_float64: float  # the same in float64
+    walked: float  # Brendel-Bethge from the same start
+    walked_polished: float  # the shortest polish from Brendel-Bethge's end
+
+    @property
+    def stopping_rule_matters(self) -> bool:
+        """Whether the longest polish, without tolerances or in float64, comes closer by more than SPEED_TOLERANCE."""
+        return min(self.untolerant, self.untolerant_float64) < self.longest * (1 - SPEED_TOLERANCE)
+
+    @property
+    def precision_matters(self) -> bool:
+        """Whether float64 comes closer than float32, both without tolerances, by more than SPEED_TOLERANCE."""
+        return self.untolerant_float64 < self.untolerant * (1 - SPEED_TOLERANCE)
+
+    @property
+    def gap_closed_by_running_on(self) -> float:
+        """The share of the gap from the longest polish down to Brendel-Bethge that running without tolerances closes."""
+        return (self.longest - min(self.untolerant, self.untolerant_float64)) / (self.longest - self.walked)
+
+    @property
+    def another_basin(self) -> bool:
+        """Whether the polish from Brendel-Bethge's end ends closer than BB and every polish from DDN's start."""
+        return self.walked_polished < min(self.walked, self.polished, self.longest, self.untolerant,
+                                          self.untolerant_float64)
+
+    @property
+    def start_holds_it(self) -> bool:
+        """Whether the polish from DDN's start, even without tolerances, stays farther than BB by more than SPEED_TOLERANCE."""
+        return min(self.untolerant, self.untolerant_float64) > self.walked * (1 + SPEED_TOLERANCE)
+
+
+def polish_stop(table: pd.DataFrame, start: str = f"{BB_START[0]}-{BB_START[1]}") -> PolishStop:
+    """The rows of `polish_start_table` (bench_polish_start's labels) that say why the polish stops; KeyError if absent."""
+    ratio = table.set_index("start, then")["median ratio to the best row"]
+    polish_rows = sorted((r for r in ratio.index if r.startswith(f"{start} + polish-") and "," not in r),
+                         key=lambda r: int(r.rsplit("-", 1)[1]))
+    first, longest = polish_rows[0], polish_rows[-1]
+    walked = f"{start} + BB-100"
+    return PolishStop(float(ratio[first]), float(ratio[longest]), float(ratio[f"{longest}, no stopping tolerances"]),
+                      float(ratio[f"{longest}, no stopping tolerances, float64"]), float(ratio[walked]),
+                      float(ratio[f"{walked} + polish-{first.rsplit('-', 1)[1]}"]))
+
+
 def improving_runs(result: PeerResult) -> np.ndarray:
     """Per image, how many runs of ours' c search (`PeerResult.trace`) brought a closer success than those before.
 

@@ -375,3 +375,8 @@ def test_polish_brings_another_attacks_overshoot_to_the_exact_minimum_of_a_linea
     assert (result.distortion[1:] < attack.distortion(x, start)[1:]).all()
     with pytest.raises(ValueError, match="shape of x"):
         polish(model, x, start[:4], target)
+    untolerant = polish(model, x, start, target, pgtol=0.0, ftol=0.0)  # only the step cap and the line search stop it
+    assert untolerant.success[1:].all()
+    assert (untolerant.distortion[1:] / exact.distortion[1:]).max() < 1.01
+    with pytest.raises(ValueError, match="pgtol"):
+        polish(model, x, start, target, pgtol=-1.0)

@@ -294,3 +294,30 @@ def test_polish_start_table_ratios_to_the_best_row_per_photo():
     assert table.loc[f"{peers.SHARP} (its own c search)", "gradients / image"] == 1000
     with pytest.raises(ValueError, match="other photos"):
         peers.polish_start_table({**record, "photos": ["a", "c"]}, sharp)
+
+
+def test_polish_stop_reads_the_tolerance_and_basin_rows():
+    sharp = {"photos": ["a"], "results": {peers.sharp_key(0.01, False): {
+        "ostrich": {"distortion": [0.004], "gradients": 1000.0}}}}
+
+    def stop(untolerant: float, walked_polished: float, longest: float = 0.00203) -> peers.PolishStop:
+        record = {"photos": ["a"], "results": {
+            "DDN-100": {"distortion": [0.003], "gradients": 100.0},
+            "DDN-100 + polish-100": {"distortion": [0.00204], "gradients": 210.0},
+            "DDN-100 + polish-300": {"distortion": [longest], "gradients": 300.0},
+            "DDN-100 + BB-100": {"distortion": [0.00201], "gradients": 200.0},
+            "DDN-100 + polish-300, no stopping tolerances": {"distortion": [untolerant], "gradients": 400.0},
+            "DDN-100 + polish-300, no stopping tolerances, float64": {"distortion": [0.00204], "gradients": 400.0},
+            "DDN-100 + BB-100 + polish-100": {"distortion": [walked_polished], "gradients": 300.0}}}
+        return peers.polish_stop(peers.polish_start_table(record, sharp))
+
+    basin = stop(untolerant=0.00204, walked_polished=0.002)
+    assert basin.polished == pytest.approx(1.02) and basin.longest == pytest.approx(1.015)
+    assert basin.walked == pytest.approx(1.005) and basin.walked_polished == pytest.approx(1.0)
+    assert not basin.stopping_rule_matters and not basin.precision_matters
+    assert basin.another_basin and basin.start_holds_it
+    rule = stop(untolerant=0.0019, walked_polished=0.00202)  # running on comes closer; BB's end does not help
+    assert rule.stopping_rule_matters and not rule.another_basin and not rule.start_holds_it
+    both = stop(untolerant=0.00203, walked_polished=0.002, longest=0.00206)  # running on closes 60% of the gap
+    assert both.stopping_rule_matters and both.start_holds_it and both.another_basin
+    assert both.gap_closed_by_running_on == pytest.approx(0.6)
