@@ -413,6 +413,17 @@ def final_table(records: Sequence[RunRecord]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def decay_recipes_table(records: Sequence[RunRecord]) -> pd.DataFrame:
+    """Weight decay's finals under each recipe (the same-recipe comparison of `findings`): test error mean and sd."""
+    table = summary(records).set_index("setting")
+    rows = []
+    for recipe in RECIPES:
+        row = table.loc[Run("weight decay", recipe=recipe).setting()]
+        rows.append({"weight decay, recipe": recipe, "seeds": int(row["seeds"]),
+                     "test error % (mean)": round(row["test_mean"], 2), "sd": round(row["test_sd"], 2)})
+    return pd.DataFrame(rows)
+
+
 def fit_table(records: Sequence[RunRecord]) -> pd.DataFrame:
     """Each method's seed-0 final: error on its own 60,000 training images beside its test error (under- or overfit)."""
     chosen = choose(records)

@@ -48,15 +48,15 @@ class Claim:
 
 
 _CLAIMS = (
-    # Section 4.1 / Tables 1 and 3: the models (chapter 1) and the paper-vs-book page
-    Claim("errors", "4.1, Tables 1 and 3", "each model's training and test error", "error"),
+    # Section 4.2 / Tables 1 and 3: the models (chapter 1) and the paper-vs-book page
+    Claim("errors", "4.2, Tables 1 and 3", "each model's training and test error", "error"),
     Claim("paper-numbers", CASE_SECTION, "each group of the numbers in the paper's tables (errors, distortions, "
                                           "bounds), within its tolerance for at least 75% of them", "comparison"),
     # Table 1's distortion column and Figure 7 (chapter 2)
-    Claim("zero-accuracy", "4.1, Table 1", "\"the minimum average pixel level distortion necessary to reach 0% "
+    Claim("zero-accuracy", "4.2, Table 1", "\"the minimum average pixel level distortion necessary to reach 0% "
                                            "accuracy on the whole training set\"", "statement"),
-    Claim("min-distortion", "4.1, Table 1", "each model's average minimal distortion", "distortion"),
-    Claim("decay-distortion", "4.1, Table 1", "the softmax models' distortion grows with the weight decay",
+    Claim("min-distortion", "4.2, Table 1", "each model's average minimal distortion", "distortion"),
+    Claim("decay-distortion", "4.2, Table 1", "the softmax models' distortion grows with the weight decay",
           "comparison"),
     Claim("noise-half", "4.2, Figure 7", "noise of stddev 1: \"classified correctly in half of the cases\"",
           "subset error"),

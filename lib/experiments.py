@@ -37,12 +37,13 @@ def table3_errors() -> pd.DataFrame:
 
 
 def zoo_overview() -> pd.DataFrame:
-    """Every zoo model: description, training set, recorded errors and training time."""
+    """Every zoo model: description, training set, its error on that set and on the test set, and training time."""
     rows = []
     for name in zoo.NAMES:
         rec = zoo.record(name)
+        own = {"P1": "P1_error", "P2": "P2_error"}.get(rec["spec"]["train_on"], "train_error")
         rows.append({"model": name, "description": rec["spec"]["description"], "trained on": rec["spec"]["train_on"],
-                     "train error %": rec["train_error"], "test error %": rec["test_error"],
+                     "error on its training set %": rec[own], "test error %": rec["test_error"],
                      "training s": rec["train_seconds"]})
     return pd.DataFrame(rows)
 

@@ -176,7 +176,7 @@ def alexnet_weights_path() -> Path:
 
 # Names the file relative to the torch hub cache, never by this machine's absolute path.
 ALEXNET_MISSING_NOTE = (
-    f"The pretrained AlexNet weights are not on this machine, so nothing that needs them is computed here. "
+    f"The pretrained AlexNet weights were not on the machine that ran this page, so nothing that needs them is computed here. "
     f"To get them, run this chapter in Colab (or anywhere with internet) after calling "
     f"`load_alexnet_pretrained(allow_download=True)`, or download {ALEXNET_URL} "
     f"and put it at checkpoints/{ALEXNET_WEIGHTS_FILE} in the torch hub cache (the folder "

@@ -63,8 +63,8 @@ TABLE4 = {
 # printed lower bounds too), and no copy of v4 is stored with the book, so no cell is checked against a stored
 # text: the FC rows read 2.5, 2.5, 4 here until 2026-11 and were changed to 3.12, 4, 4 from a summary of v4
 # that is not stored with the book either.
-TABLE5_CONV_SOURCE = "ICLR version (arXiv v4), transcribed; v1's table is garbled in the stored text"
-TABLE5_FC_SOURCE = "ICLR version (arXiv v4), from a summary not stored with the book; v1's table is garbled"
+TABLE5_CONV_SOURCE = "ICLR version (arXiv v4), transcribed; garbled in arXiv v1"
+TABLE5_FC_SOURCE = "ICLR version (arXiv v4), from a secondary summary of its table; garbled in arXiv v1"
 TABLE5 = [
     {"layer": "Conv. 1", "size": "11x11x3x96", "stride": 4, "upper_bound": 2.75, "source": TABLE5_CONV_SOURCE},
     {"layer": "Conv. 2", "size": "5x5x96x256", "stride": 1, "upper_bound": 10.0, "source": TABLE5_CONV_SOURCE},

@@ -2,10 +2,13 @@
 
 Also what the guide's pages draw or print from the guide itself: the "guess the units" galleries of session 1
 (unlabelled for projecting, labelled for after the guess), the links to the chapters' sections (checked
-against the chapters' headings), and each session's one-page handout.
+against the chapters' headings), and each session's one-page handout. The exercises are copied so that they
+read away from their chapter's page (its sections named, its constants as numbers), and each page of the
+guide links its first use of each glossary term (`linked_page`).
 """
 from __future__ import annotations
 
+import ast
 import json
 import math
 import re
@@ -120,14 +123,127 @@ def missing_exercises(cited: Iterable[tuple[int, int]]) -> list[tuple[int, int]]
     return missing
 
 
-def assignment(session: int) -> str:
-    """Markdown: the exercises `session` assigns, each with its number and its full text read from the chapter."""
+# Where an assigned exercise points at its chapter's page ("the table above"), the guide's copy names the
+# section instead: (chapter, exercise) -> ((the chapter's words, the copy's words, the section's heading), ...).
+# "{section}" in the copy's words becomes a link to that heading. The tests check that each of the chapter's
+# phrases is still in its exercise and that no other "above" or "below" is left in a copy but those of
+# NOT_REFERENCES.
+REFERENCES: dict[tuple[int, int], tuple[tuple[str, str, str], ...]] = {
+    (2, 1): (("with the one above", "with the one in chapter 2's {section}",
+              "How close to the true minimum? Linear models"),),
+    (2, 3): (("(the noise table above)", "(the noise table in chapter 2's {section})",
+              "Figure 7: what the perturbations look like"),),
+    (6, 2): (("test images above", "test images of chapter 6's {section}",
+              "Beyond the paper: how loose is the product?"),),
+    (6, 3): (("of the images above", "of the test images of chapter 6's {section}",
+              "Beyond the paper: how loose is the product?"),),
+}
+# "above" and "below" in an exercise that do not point at the page
+NOT_REFERENCES: dict[tuple[int, int], tuple[str, ...]] = {(4, 1): ("how far above the full attack's",)}
+
+GLUE_ROLE = re.compile(r"\{glue(:\w+)?\}`([^`]+)`")
+CONSTANT = re.compile(r"`([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*)`")
+
+
+def section_link(chapter: int, heading: str) -> str:
+    """'section "<a href=...>heading</a>"' for the heading `heading` of chapter `chapter`'s page."""
+    page = f"chapters/{chapter_notebook(chapter).stem}"
+    return f'section "<a href="{page}.html#{heading_id(heading)}">{heading}</a>"'
+
+
+def code_cells(path: Path) -> list[str]:
+    """The source of every code cell of the notebook at `path`, in order."""
+    cells = json.loads(Path(path).read_text())["cells"]
+    return ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+
+
+def _top_level(source: str) -> list[ast.stmt]:
+    """The top-level statements of a code cell (none if it is not plain Python, e.g. has a %magic)."""
+    try:
+        return ast.parse(source).body
+    except SyntaxError:
+        return []
+
+
+def chapter_constants(chapter: int) -> dict[str, object]:
+    """The constants chapter `chapter`'s code sets at the top level of a cell: {NAME: literal value}."""
+    constants = {}
+    for source in code_cells(chapter_notebook(chapter)):
+        for node in _top_level(source):
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
+                    and node.targets[0].id.isupper():
+                try:
+                    constants[node.targets[0].id] = ast.literal_eval(node.value)
+                except ValueError:
+                    pass
+    return constants
+
+
+def chapter_glue_values(chapter: int) -> dict[str, str]:
+    """The text of each `glue("key", value)` of chapter `chapter` whose value needs only the chapter's constants."""
+    constants, values = chapter_constants(chapter), {}
+    for source in code_cells(chapter_notebook(chapter)):
+        for node in _top_level(source):
+            call = node.value if isinstance(node, ast.Expr) else None
+            if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "glue"
+                    and len(call.args) >= 2 and isinstance(call.args[0], ast.Constant)):
+                continue
+            names = {n.id for n in ast.walk(call.args[1]) if isinstance(n, ast.Name)}
+            if names <= set(constants):
+                try:  # the chapter's own expression, with nothing in scope but its literal constants
+                    value = eval(compile(ast.Expression(call.args[1]), "<glue>", "eval"), {"__builtins__": {}},
+                                 dict(constants))
+                except Exception:  # noqa: BLE001 - a value this cannot compute is glued from the chapter instead
+                    continue
+                values[str(call.args[0].value)] = str(value)
+    return values
+
+
+def exercise_copy(chapter: int, number: int) -> str:
+    """Chapter `chapter`'s exercise `number` as the guide prints it, readable away from the chapter's page.
+
+    References to the page ("the table above") name the section (`REFERENCES`); a value the chapter glues
+    or a constant of its code (`N_TEST`) becomes its number where the chapter's constants give it, and
+    otherwise a glue reference to the chapter's page.
+    """
+    text = chapter_exercises(chapter)[number]
+    for old, new, heading in REFERENCES.get((chapter, number), ()):
+        text = text.replace(old, new.replace("{section}", section_link(chapter, heading)))
+    glued, constants = chapter_glue_values(chapter), chapter_constants(chapter)
+    source = f"/chapters/{chapter_notebook(chapter).name}"
+
+    def glue(match: re.Match) -> str:
+        kind, content = match.group(1) or "", match.group(2)
+        if "::" in content:
+            return match.group(0)
+        if kind in ("", ":text") and content in glued:
+            return glued[content]
+        if kind == ":text":  # a key alone reads as "key:format" across pages: give the format
+            return f"{{glue:text}}`{source}::{content}{'' if ':' in content else ':s'}`"
+        return f"{{glue{kind}}}`{source}::{content}`"
+
+    def constant(match: re.Match) -> str:
+        value = constants.get(match.group(1))
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return match.group(0)
+        return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+    return CONSTANT.sub(constant, GLUE_ROLE.sub(glue, text))
+
+
+def assignment(session: int, page: Path | None = None) -> str:
+    """Markdown: the exercises `session` assigns, each with its number and its text read from the chapter.
+
+    Each text is `exercise_copy`'s. With `page`, the assignment as that page shows it: its glossary terms
+    linked where the page first uses them (`linked_page`).
+    """
     if session not in ASSIGNMENTS:
         raise KeyError(f"no session {session!r}; sessions: {sorted(ASSIGNMENTS)}")
+    if page is not None:
+        return _on_page(page, "assignment", session)
     lines = []
     for chapter, number in ASSIGNMENTS[session]:
-        text = chapter_exercises(chapter)[number]
-        lines.append(f"- **Chapter {chapter}, exercise {number}.** {text}")
+        lines.append(f"- **Chapter {chapter}, exercise {number}.** {exercise_copy(chapter, number)}")
     return "\n".join(lines)
 
 
@@ -179,19 +295,26 @@ def table2_paired(rule: str) -> pd.DataFrame:
     return paired(ours, reference.loc[ours.index, ours.columns])
 
 
+# Table 3's columns in words: the key of the training record and of `paper.TABLE3` -> the column's header
+TABLE3_COLUMNS = {"P1_error": "error on P1 %", "P2_error": "error on P2 %", "test_error": "test error %"}
+
+
 def table3_records() -> pd.DataFrame:
     """The P1/P2 models' errors as recorded when they were trained, beside Table 3's."""
     rows = []
     for name in paper.TABLE3_MODELS:
         record, ref = zoo.record(name), paper.TABLE3[name]
         rows.append({"model": name, "trained on": record["spec"]["train_on"],
-                     **{f"{k} %": record[k] for k in ("P1_error", "P2_error", "test_error")},
-                     **{f"paper {k} %": ref[k] for k in ("P1_error", "P2_error", "test_error")}})
+                     **{header: record[k] for k, header in TABLE3_COLUMNS.items()},
+                     **{f"paper: {header}": ref[k] for k, header in TABLE3_COLUMNS.items()}})
     return pd.DataFrame(rows).set_index("model")
 
 
 def half_gaps(z: float = 2.0) -> pd.DataFrame:
-    """Per P1/P2 model: error on the other half minus test error, its binomial standard error, and |gap| <= z SE."""
+    """Per P1/P2 model: error on the other half minus test error, its binomial standard error, and |gap| <= z SE.
+
+    The last column says "yes" or "no".
+    """
     halves = dict(zip(("P1", "P2"), (len(h) for h in data.split_halves())))
     n_test = len(data.load_mnist(train=False)[1])
     rows = []
@@ -204,7 +327,7 @@ def half_gaps(z: float = 2.0) -> pd.DataFrame:
         gap = record[f"{other}_error"] - record["test_error"]
         rows.append({"model": name, "other half": other, "other-half error %": record[f"{other}_error"],
                      "test error %": record["test_error"], "gap (pp)": round(gap, 3), "SE of gap (pp)": round(se, 3),
-                     f"within {z:g} SE": abs(gap) <= z * se})
+                     f"within {z:g} SE": "yes" if abs(gap) <= z * se else "no"})
     return pd.DataFrame(rows).set_index("model")
 
 
@@ -241,6 +364,51 @@ def test_error_se(records: pd.DataFrame, baseline: str = "weight decay") -> floa
     """The binomial standard error (pp) of the `baseline` network's test error on the whole MNIST test set."""
     p = float(records.loc[baseline, "test error % (mean)"]) / 100
     return 100 * math.sqrt(p * (1 - p) / len(data.load_mnist(train=False)[1]))
+
+
+PAPER_VERSIONS = {"iclr": "ICLR version", "v1": "arXiv v1 text"}
+
+
+def paper_ranking(version: str) -> str:
+    """A sentence: the test errors that `version` of the paper reports for the three methods, and their order."""
+    if version not in paper.ADVERSARIAL_TRAINING:
+        raise KeyError(f"no version {version!r}; versions: {list(paper.ADVERSARIAL_TRAINING)}")
+    ref = paper.ADVERSARIAL_TRAINING[version]
+    pool, dropout, decay = ref["adversarial pool"], ref["dropout"], ref["weight decay"]
+    if pool < dropout < decay:
+        order = "the pool beats dropout, which beats weight decay"
+    else:
+        lowest = min(("the pool", pool), ("dropout", dropout), ("weight decay", decay), key=lambda m: m[1])[0]
+        order = f"not in the order pool, dropout, weight decay; {lowest} is lowest"
+    label = PAPER_VERSIONS.get(version, version)
+    return (f"The paper's {label}: test error {pool:g}% with the pool, {dropout:g}% with dropout, {decay:g}% with "
+            f"weight decay alone, so {order}.")
+
+
+def table4_cells() -> dict[str, int]:
+    """The off-diagonal cells of Table 4 (row = examples made on one model, column = another), per block of rows.
+
+    Read from `paper.TABLE4`: its "adversarial" rows and its "magnified" rows, each one row per model.
+    """
+    cells: dict[str, int] = {}
+    for key in paper.TABLE4:
+        match = re.match(r"(adversarial|magnified) (\S+)", key)
+        if match and match.group(2) in paper.TABLE4_COLUMNS:
+            others = [c for c in paper.TABLE4_COLUMNS if c != match.group(2)]
+            cells[match.group(1)] = cells.get(match.group(1), 0) + len(others)
+    return cells
+
+
+def decay_fit_seconds(reading: str = zoo.PAPER_DECAY) -> pd.Series:
+    """Seconds per model that the committed fits of the softmax models under `reading` took to train."""
+    from . import table1
+
+    frame = table1.load_decay_readings()
+    rows = frame[frame["reading"] == reading]
+    if rows.empty:
+        raise KeyError(f"no committed fits under the reading {reading!r}")
+    return rows.set_index("model")["seconds"]
+
 
 def global_bounds(names: Sequence[str], power_iters: int = 20) -> pd.DataFrame:
     """Per zoo model: the product of its per-layer upper Lipschitz bounds (`spectral.layer_bounds`) and its largest factor."""
@@ -366,11 +534,25 @@ class GuessRows:
                              "single unit": [kind.startswith("unit") for kind in self.kinds]}).set_index("row")
 
 
-def guess_rows(layer: str, n_shown: int = 5, order_seed: int = 0, images: torch.Tensor | None = None) -> GuessRows:
-    """Chapter 5's top-k rows of `n_shown` units and `n_shown` random directions of `layer`, shuffled by `order_seed`.
+def guess_order(layer: str, n_rows: int, order_seed: int | None = None) -> np.ndarray:
+    """The shuffled order of the rows of `layer`'s gallery: a permutation of range(`n_rows`).
+
+    Seeded by `order_seed`, by default the layer's position in `GUESS_LAYERS`, so that each gallery has its
+    own order (the rows of the units differ from gallery to gallery) and every build shows the same ones.
+    """
+    if layer not in GUESS_LAYERS:
+        raise KeyError(f"no layer {layer!r}; layers: {list(GUESS_LAYERS)}")
+    seed = list(GUESS_LAYERS).index(layer) if order_seed is None else order_seed
+    return np.random.default_rng(seed).permutation(n_rows)
+
+
+def guess_rows(layer: str, n_shown: int = 5, order_seed: int | None = None,
+               images: torch.Tensor | None = None) -> GuessRows:
+    """Chapter 5's top-k rows of `n_shown` units and `n_shown` random directions of `layer`, shuffled.
 
     The units, directions and k are chapter 5's (`GUESS_*`, the same seeds), on the MNIST test set unless
-    `images` are given; only the order of the rows is new, so that their position gives nothing away.
+    `images` are given; only the order of the rows is new (`guess_order`, one per layer unless `order_seed`
+    is given), so that their position gives nothing away.
     """
     if layer not in GUESS_LAYERS:
         raise KeyError(f"no layer {layer!r}; layers: {list(GUESS_LAYERS)}")
@@ -386,7 +568,7 @@ def guess_rows(layer: str, n_shown: int = 5, order_seed: int = 0, images: torch.
     top_dirs = units.top_k_images(acts, directions, GUESS_K).indices
     rows = [top_units[j] for j in range(n_shown)] + [top_dirs[j] for j in range(n_shown)]
     kinds = [f"unit {int(u)}" for u in chosen] + [f"direction {j}" for j in range(n_shown)]
-    order = np.random.default_rng(order_seed).permutation(len(rows))
+    order = guess_order(layer, len(rows), order_seed)
     return GuessRows(layer, images, [rows[i] for i in order], [kinds[i] for i in order], GUESS_K)
 
 
@@ -456,12 +638,15 @@ def prerequisite(text: str, name: str) -> str:
     return " ".join(match.group(1).split())
 
 
-def handout(session: int) -> str:
+def handout(session: int, page: Path | None = None) -> str:
     """Markdown: the one-page handout of `session`, read from the guide (the heading is the handouts page's own).
 
     The paper's sections and its link, the learning goals, what to read and run (and the Colab path), the
-    questions for discussion and the exercises to assign, in the guide's current words.
+    questions for discussion and the exercises to assign, in the guide's current words. With `page`, the
+    handout as that page shows it: its glossary terms linked where the page first uses them (`linked_page`).
     """
+    if page is not None:
+        return _on_page(page, "handout", session)
     text = session_cells()[session]
     goals = bold_block(text, "Learning goals").removeprefix("After this session participants can").strip()
     questions = bold_block(text, "Questions for discussion")
@@ -486,3 +671,201 @@ def handout(session: int) -> str:
         "",
         assignment(session),
     ])
+
+
+# ---------------------------------------------------------------------------------------------- glossary links
+
+GLOSSARY = ROOT / "glossary.md"
+
+# The glossary terms the guide's pages link, each with the phrases that use it (a regular expression, matched
+# case-insensitively on whole words within a line; a space matches spaces and tabs). Each page links the first
+# use of each term and no other: a phrase that contains another term's phrase comes before it.
+GLOSSARY_PHRASES: tuple[tuple[str, str], ...] = (
+    ("pool", r"adversarial pools?|pools?"),
+    ("adversarial example", r"adversarial examples?"),
+    ("blind spot", r"blind spots?"),
+    ("smoothness prior", r"smoothness prior"),
+    ("target label", r"target labels?"),
+    ("minimal distortion", r"minimal distortions?|minimum distortions?"),
+    ("pooled stddev", r"pooled stddevs?"),
+    ("optimality gap", r"optimality gaps?"),
+    ("logit margin", r"logit margins?"),
+    ("penalty problem", r"penalty problems?"),
+    ("sharpened cross-entropy", r"sharpened cross-entropy"),
+    ("refinement", r"refinement"),
+    ("fast attack", r"fast attacks?"),
+    ("QP", r"QP"),
+    ("FGSM", r"FGSM|fast gradient sign method"),
+    ("DeepFool", r"DeepFool"),
+    ("runner-up", r"runner-up"),
+    ("random target", r"random targets?"),
+    ("mean of nine", r"mean of nine"),
+    ("reading", r"readings?(?! group)(?!,)"),
+    ("transfer", r"transfer|cross-model generali[sz]ation|cross-training-set generali[sz]ation"),
+    ("clipped noise", r"clipped noise|unclipped noise"),
+    ("magnified", r"magnified"),
+    ("P1", r"P1|P2"),
+    ("paper recipe", r"paper(?:-| )recipe"),
+    ("modern recipe", r"modern recipe"),
+    ("validation split", r"validation splits?"),
+    ("finals", r"finals?"),
+    ("dead unit", r"dead units?"),
+    ("random direction", r"random directions?"),
+    ("unit", r"units?|natural basis"),
+    ("top-k set", r"top-k sets?"),
+    ("label purity", r"label purity"),
+    ("reference cosine", r"reference cosines?"),
+    ("random sets", r"random sets"),
+    ("Cohen's d", r"Cohen's d"),
+    ("permutation test", r"permutation tests?"),
+    ("Bonferroni", r"Bonferroni"),
+    ("probe", r"probes?"),
+    ("Lipschitz upper bound", r"Lipschitz upper bounds?|upper Lipschitz bounds?"),
+    ("global upper bound", r"global upper bounds?"),
+    ("Lipschitz constant", r"Lipschitz constants?"),
+    ("FFT bound", r"FFT bounds?"),
+    ("contraction factor", r"contraction factors?"),
+    ("frame bounds", r"frame bounds?"),
+    ("power iteration", r"power iterations?"),
+    ("certified radius", r"certified radius|certified radii"),
+    ("stddev", r"stddevs?"),
+    ("distortion", r"distortions?"),
+    ("tolerance", r"tolerances?"),
+)
+TERM_ROLE = re.compile(r"\{term\}`([^`<]*?)\s*(?:<([^`>]+)>)?`")
+# What a link may not go into: code, math, roles, HTML, links, headings, quotations.
+PROTECTED = (
+    re.compile(r"^(```|~~~).*?^\1", re.MULTILINE | re.DOTALL),
+    re.compile(r"^#{1,6}\s.*$", re.MULTILINE),
+    re.compile(r"\{[\w:-]+\}`[^`]*`"),
+    re.compile(r"`[^`]*`"),
+    re.compile(r"\$\$.*?\$\$", re.DOTALL),
+    re.compile(r"\$[^$]+\$"),
+    re.compile(r"<a\b.*?</a>", re.DOTALL),
+    re.compile(r"<[^<>]+>"),
+    re.compile(r"\[[^\]]*\]\([^)]*\)"),
+)
+QUOTATION = re.compile(r'"[^"\n]*(?:\n[^"\n]+)*?"')  # within a paragraph
+MASK = "\x00"
+
+
+def glossary_entries(path: Path = GLOSSARY) -> list[tuple[str, ...]]:
+    """The entries of the glossary page, each as the names it defines (the lines of its term, in order)."""
+    entries: list[tuple[str, ...]] = []
+    for block in re.findall(r"^```\{glossary\}\n(.*?)^```", Path(path).read_text(), re.MULTILINE | re.DOTALL):
+        names: list[str] = []
+        for line in block.splitlines():
+            if line.strip() and not line[0].isspace():
+                names.append(line.strip())
+            elif names:
+                entries.append(tuple(names))
+                names = []
+        if names:
+            entries.append(tuple(names))
+    return entries
+
+
+def _entry_of(path: Path = GLOSSARY) -> dict[str, str]:
+    """{any name of a glossary entry, lower case: the name GLOSSARY_PHRASES links it by}, for the entries it links."""
+    linked = {name.lower(): name for name, _ in GLOSSARY_PHRASES}
+    found = {}
+    for names in glossary_entries(path):
+        ours = [linked[n.lower()] for n in names if n.lower() in linked]
+        for n in names:
+            if ours:
+                found[n.lower()] = ours[0]
+    return found
+
+
+def _phrase(pattern: str) -> re.Pattern:
+    return re.compile(r"(?<![\w@/.-])(?:" + pattern.replace(" ", r"[ \t]+") + r")(?![\w-])", re.IGNORECASE)
+
+
+PHRASES = {name: _phrase(pattern) for name, pattern in GLOSSARY_PHRASES}
+
+
+def unlink_terms(markdown: str, entry_of: dict[str, str] | None = None) -> str:
+    """`markdown` without the {term} roles of the terms GLOSSARY_PHRASES links whose text is one of the term's phrases.
+
+    Roles of other terms, and roles whose text is not one of the term's phrases, stay.
+    """
+    entry_of = _entry_of() if entry_of is None else entry_of
+
+    def plain(match: re.Match) -> str:
+        text, target = match.group(1), match.group(2) or match.group(1)
+        name = entry_of.get(target.strip().lower())
+        return text if name and PHRASES[name].fullmatch(text) else match.group(0)
+
+    return TERM_ROLE.sub(plain, markdown)
+
+
+def link_terms(markdown: str, linked: Iterable[str] = (),
+               entry_of: dict[str, str] | None = None) -> tuple[str, set[str]]:
+    """Link in `markdown` the first use of each term of GLOSSARY_PHRASES not in `linked`, and no other use of it.
+
+    Returns the text and the terms linked in it (including those its remaining {term} roles link). Nothing is
+    linked inside code, math, roles, HTML, links, headings or quotations.
+    """
+    entry_of = _entry_of() if entry_of is None else entry_of
+    text = unlink_terms(markdown, entry_of)
+    done = set(linked)
+    kept = {entry_of.get((m.group(2) or m.group(1)).strip().lower()) for m in TERM_ROLE.finditer(text)} - {None}
+    masked = text
+    for pattern in PROTECTED:
+        masked = pattern.sub(lambda m: MASK * len(m.group(0)), masked)
+    masked = QUOTATION.sub(lambda m: MASK * len(m.group(0)), masked)
+    links = []
+    for name, _ in GLOSSARY_PHRASES:
+        if name in done or name in kept:
+            continue
+        match = PHRASES[name].search(masked)
+        if match is None:
+            continue
+        words = " ".join(match.group(0).split())
+        role = f"{{term}}`{words}`" if words == name else f"{{term}}`{words} <{name}>`"
+        links.append((match.start(), match.end(), role))
+        masked = masked[: match.start()] + MASK * (match.end() - match.start()) + masked[match.end():]
+        done.add(name)
+    for start, end, role in sorted(links, reverse=True):
+        text = text[:start] + role + text[end:]
+    return text, done | kept
+
+
+CALL = re.compile(r"seminar\.(assignment|handout)\((\d+)")
+
+
+def page_parts(page: Path) -> list[tuple[str, object]]:
+    """The texts of the guide's page `page` in order: ("markdown", its text) per markdown cell, and
+    (kind, session) per code cell that prints `seminar.assignment(session, ...)` or `seminar.handout(session, ...)`."""
+    parts: list[tuple[str, object]] = []
+    for cell in json.loads(Path(page).read_text())["cells"]:
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "markdown":
+            parts.append(("markdown", source))
+        elif cell["cell_type"] == "code" and (match := CALL.search(source)):
+            parts.append((match.group(1), int(match.group(2))))
+    return parts
+
+
+def linked_page(page: Path) -> list[str]:
+    """The texts of `page_parts(page)`, each as the page should show it: every term of GLOSSARY_PHRASES that
+    the page uses linked at its first use on the page and nowhere else."""
+    entry_of, done, texts = _entry_of(), set(), []
+    for kind, value in page_parts(page):
+        raw = value if kind == "markdown" else (assignment if kind == "assignment" else handout)(value)
+        text, done = link_terms(raw, done, entry_of)
+        texts.append(text)
+    return texts
+
+
+def unlinked_uses(page: Path) -> list[tuple[int, str, str]]:
+    """The markdown cells of `page` whose glossary links differ from `linked_page`'s: (part, is, should be)."""
+    return [(i, part[1], text) for i, (part, text) in enumerate(zip(page_parts(page), linked_page(page)))
+            if part[0] == "markdown" and part[1] != text]
+
+
+def _on_page(page: Path, kind: str, session: int) -> str:
+    parts = page_parts(page)
+    if (kind, session) not in parts:
+        raise ValueError(f"{Path(page).name} does not print seminar.{kind}({session})")
+    return linked_page(page)[parts.index((kind, session))]

@@ -394,7 +394,7 @@ def _check_frames(frames: Mapping[str, object], columns: Sequence[str], what: st
 
 def _table5_text() -> str:
     values = ", ".join(f"{row['upper_bound']:g}" for row in paper.TABLE5)
-    return f"AlexNet, Conv. 1-5 and FC 1-3: {values} (the ICLR version's; no stored copy to check them against)"
+    return f"AlexNet, Conv. 1-5 and FC 1-3: {values} (the ICLR version's, arXiv v4; v1's table is garbled)"
 
 
 def findings(tables: Mapping[str, object], robust: Mapping[str, object], strided: StridedCheck,
@@ -439,7 +439,7 @@ def findings(tables: Mapping[str, object], robust: Mapping[str, object], strided
 
     found.append(Finding(
         "A strided convolution's norm is the sup of |A(xi)|, its blocks scaled by s^-2",
-        "Section 4.3's convolution formula, as the book reads it (the stored text lost its symbols)",
+        "Section 4.3's convolution formula, as the book reads it (the arXiv v1 text lost its symbols)",
         f"stride {strided.stride}: actual norm {strided.actual_norm:.3f}; the formula with s^-2 gives "
         f"{strided.literal_bound:.3f}, with 1/s {strided.bound:.3f}",
         strided.literal_bound >= strided.actual_norm * (1 - TOLERANCE),
@@ -456,7 +456,8 @@ def findings(tables: Mapping[str, object], robust: Mapping[str, object], strided
 
     if alexnet_bounds is None:
         found.append(Finding("Table 5: AlexNet's per-layer upper bounds", _table5_text(), "–", None,
-                             "needs torchvision's pretrained AlexNet weights, which are not on this machine",
+                             "needs torchvision's pretrained AlexNet weights, which were not on the machine that computed "
+                             "this page (the book builds offline; Colab downloads them)",
                              key="table5-alexnet"))
     else:
         paper_values = [row["upper_bound"] for row in paper.TABLE5]

@@ -497,8 +497,9 @@ def recipes_table(names: tuple[str, ...] = paper.TABLE1_MODELS, columns: tuple[s
                 row[f"{column.replace('_', ' ')} %"] = round(ours, 2)
                 row[f"paper {column.replace('_', ' ')} %"] = theirs
                 row[f"{column.replace('_error', '')} gap (pp)"] = round(ours - theirs, 2)
-            row["L-BFGS iterations"] = iterations if iterations is not None else "Adam: epochs"
-            row["converged"] = ("yes" if converged else "no: cap") if converged is not None else "Adam: epochs"
+            adam = f"none: Adam, {record['spec']['epochs']} epochs"
+            row["L-BFGS iterations"] = iterations if iterations is not None else adam
+            row["converged"] = ("yes" if converged else "no: cap") if converged is not None else "no rule: fixed epochs"
             row["training s"] = record["train_seconds"]
             rows.append(row)
     return pd.DataFrame(rows)

@@ -177,7 +177,8 @@ class TransferTable:
 
     ours: pd.DataFrame
     paper: pd.DataFrame
-    details: pd.DataFrame  # per row: images, success %, stated stddev, clipped, drawn noise stddev, measured distortion
+    details: pd.DataFrame  # per row: images, success %, stated stddev, clipping (`CLIPPED` or `NOT_CLIPPED`), drawn
+    # noise stddev, measured distortion
     examples: dict = field(repr=False, default_factory=dict)  # the adversarial sets the rows were made from
     images: int = 0
 
@@ -188,6 +189,7 @@ class TransferTable:
 
 
 ROWS = "examples of, or noise"  # the heading of a transfer table's row names on the page
+CLIPPED, NOT_CLIPPED = "clipped", "unclipped"  # a row's "clipping" in `TransferTable.details`: to [0, 1] or not
 
 
 def shown(frame: pd.DataFrame, rows: str = ROWS, digits: int = 4) -> Styler:
@@ -213,7 +215,7 @@ def _adversarial_details(examples: Examples, prefix: str = "") -> dict[str, dict
         ok = ex["success"].bool()
         d = attack.distortion(ex["x"][ok], ex["x_adv"][ok])
         out[prefix + source] = {"images": int(ok.sum()), "success %": 100.0 * ok.double().mean().item(),
-                                "stated stddev": np.nan, "clipped": True, "drawn noise stddev": np.nan,
+                                "stated stddev": np.nan, "clipping": CLIPPED, "drawn noise stddev": np.nan,
                                 "measured distortion": d.mean().item()}
     return out
 
@@ -226,7 +228,8 @@ def _noise_rows(x: Tensor, y: Tensor, models: Mapping[str, nn.Module], stddev: f
         result = noise_error(x, y, models, stddev, seed=seed, clip=clip)
         name = label if clip else f"{label}, unclipped"
         rows[name] = {**result.errors[list(models)].to_dict(), "distortion": result.stddev}
-        details[name] = {"images": len(x), "success %": np.nan, "stated stddev": result.stddev, "clipped": clip,
+        details[name] = {"images": len(x), "success %": np.nan, "stated stddev": result.stddev,
+                         "clipping": CLIPPED if clip else NOT_CLIPPED,
                          "drawn noise stddev": result.drawn_stddev, "measured distortion": result.distortion}
     return pd.DataFrame.from_dict(rows, orient="index"), details
 
@@ -318,7 +321,7 @@ def table4(n: int = 1000, seed: int = 0, target: str = "runner-up", magnified_st
         ok = ex["success"].bool()
         m = magnify(ex["x"][ok], ex["x_adv"][ok], magnified_stddev)
         details[f"magnified {source}"] = {"images": int(ok.sum()), "success %": 100.0 * ok.double().mean().item(),
-                                          "stated stddev": magnified_stddev, "clipped": True,
+                                          "stated stddev": magnified_stddev, "clipping": CLIPPED,
                                           "drawn noise stddev": np.nan,
                                           "measured distortion": attack.distortion(ex["x"][ok], m).mean().item()}
     noise_magnified, more = _noise_rows(x, y, models, magnified_stddev, f"noise stddev {magnified_stddev:g}",
@@ -355,16 +358,47 @@ def orientation_check(table: "TransferTable", prefix: str = "adversarial ") -> d
 
 
 def off_diagonal(frame: pd.DataFrame, prefix: str = "") -> pd.Series:
-    """The cells (row = examples made on model i, column = model j != i) of a transfer table, keyed (i, j)."""
-    cells = {}
-    for row in frame.index:
-        if not row.startswith(prefix) or row[len(prefix):] not in frame.columns:
-            continue
-        source = row[len(prefix):]
-        for column in frame.columns:
-            if column not in (source, "distortion"):
-                cells[(source, column)] = frame.loc[row, column]
+    """The cells (row = examples made on model i, column = model j != i) of a transfer table, keyed (i, j).
+
+    The model columns are those that name a row's model (`prefix` + name); "distortion" is left out. Any
+    other column (a stddev, a count) would be averaged in with the error rates, so it is refused: drop it
+    first. A frame with no row of the prefix gives an empty series.
+    """
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"expected a transfer table (pandas DataFrame), got {type(frame).__name__}")
+    sources = {row: row[len(prefix):] for row in frame.index
+               if isinstance(row, str) and row.startswith(prefix) and row[len(prefix):] in frame.columns}
+    if not sources:
+        return pd.Series({}, dtype=float)
+    others = [c for c in frame.columns if c not in set(sources.values()) | {"distortion"}]
+    if others:
+        raise ValueError(f"the columns {others} are neither a row's model nor 'distortion': drop them before taking "
+                         "the off-diagonal transfer cells")
+    cells = {(source, column): frame.loc[row, column] for row, source in sources.items()
+             for column in frame.columns if column not in (source, "distortion")}
     return pd.Series(cells, dtype=float)
+
+
+def raised(before: pd.Series, after: pd.Series) -> pd.Series:
+    """Cell by cell, matched by key (`off_diagonal`'s (i, j)): is `after` above `before`? Both need the same keys."""
+    if not isinstance(before, pd.Series) or not isinstance(after, pd.Series):
+        raise TypeError("before and after must be pandas Series of cells (what off_diagonal returns)")
+    if before.empty or set(before.index) != set(after.index):
+        raise ValueError(f"before and after must hold the same, non-empty cells; only in before: "
+                         f"{sorted(set(before.index) - set(after.index))}, only in after: "
+                         f"{sorted(set(after.index) - set(before.index))}")
+    return after.reindex(before.index) > before
+
+
+def asymmetry(frame: pd.DataFrame, names: Sequence[str]) -> pd.Series:
+    """For each pair of `names` (given from least to most regularised): do the examples made on the more regularised
+    model fool the less regularised one more than the reverse? Keyed (more regularised, less regularised)."""
+    names = list(names)
+    missing = [n for n in names if n not in frame.index or n not in frame.columns]
+    if len(names) < 2 or missing:
+        raise ValueError(f"names must be two or more models with a row and a column each; missing: {missing}")
+    return pd.Series({(names[j], names[i]): bool(frame.loc[names[j], names[i]] > frame.loc[names[i], names[j]])
+                      for i in range(len(names)) for j in range(i + 1, len(names))}, dtype=bool)
 
 
 def _above_noise(cells: pd.Series, noise: pd.Series) -> np.ndarray:
@@ -464,12 +498,12 @@ def _checks(t2: pd.DataFrame, t4: pd.DataFrame, rows: _Rows, pair: tuple[str, st
             f"{noise.max():.1f}%", bool(above.all())))
 
     magnified = off_diagonal(t4, "magnified ").reindex(cross4.index)
-    raised = magnified.values > cross4.values
+    up = raised(cross4, magnified)
     checks.append((
         "t4-magnified-raises",
         "Table 4: magnifying the examples raises every cross-training-set cell",
-        f"mean {cross4.mean():.1f}% -> {magnified.mean():.1f}%; cells raised: {int(raised.sum())}/{len(raised)}",
-        bool(raised.all())))
+        f"mean {cross4.mean():.1f}% -> {magnified.mean():.1f}%; cells raised: {int(up.sum())}/{len(up)}",
+        bool(up.all())))
     for row in rows.noise_magnified:
         noise = t4.loc[row, models4]
         above = _above_noise(magnified, noise)
@@ -579,10 +613,11 @@ def sweep(examples: Examples, models: Mapping[str, nn.Module], stddevs: Sequence
 # ----------------------------------------------------------------------------------------------
 
 
-def heatmaps(table: TransferTable, title: str) -> plt.Figure:
+def heatmaps(table: TransferTable, title: str, labels: tuple[str, str] = ("this book", "the paper")) -> plt.Figure:
     """Our transfer table above the paper's, one heatmap each on one colour scale (0-100% error), cells in %.
 
-    Each row label carries that side's distortion (adversarial rows) or stated stddev (noise rows).
+    Each row label carries that side's distortion (adversarial rows) or stated stddev (noise rows);
+    `labels` titles the two heatmaps (say there which version of ours it is).
     """
     import seaborn as sns
 
@@ -590,7 +625,7 @@ def heatmaps(table: TransferTable, title: str) -> plt.Figure:
     rows = len(table.ours)
     width = plots.MAX_WIDTH_IN
     fig, axes = plt.subplots(2, 1, figsize=(width, 2 * (0.3 * rows + 1.6) + 0.4), layout="constrained")
-    for ax, (who, frame) in zip(axes, (("this book", table.ours), ("the paper", table.paper))):
+    for ax, (who, frame) in zip(axes, ((labels[0], table.ours), (labels[1], table.paper))):
         labels = [f"{row} ({d:.3g})" for row, d in zip(frame.index, frame["distortion"])]
         sns.heatmap(frame[columns].set_axis(labels), ax=ax, vmin=0, vmax=100, cmap="viridis", annot=True,
                     fmt=".0f", annot_kws={"fontsize": plots.TEXT_PT}, linewidths=0.5,

@@ -220,3 +220,16 @@ def test_committed_records_are_complete_and_consistent():
     assert list(fit.index) == list(METHODS) and fit["training error %"].between(0, 5).all()
     assert fit.loc["dropout", "test error %"] == saved.test_error
     assert isinstance(model, torch.nn.Sequential)
+
+
+def test_decay_recipes_table_shows_weight_decay_under_both_recipes():
+    sweeps = sweep_records({"weight decay": [2.0, 1.8], "dropout": [1.9], "FGSM": [1.6], "adversarial pool": [1.8]})
+    _, finals = final_records({"weight decay": 1.5, "weight decay, other recipe": 2.2, "dropout": 1.9, "FGSM": 1.7},
+                              {"input": 2.1, "h1": 2.2, "h2": 2.0, "input+h1+h2": 1.9}, decay_sweep=(2.0, 1.8))
+    table = sweep.decay_recipes_table(sweeps + finals).set_index("weight decay, recipe")
+    assert list(table.index) == list(sweep.RECIPES) and (table["seeds"] == len(sweep.SEEDS)).all()
+    chosen = sweep.choose(sweeps)["weight decay"].recipe  # the validation split chose the paper recipe here
+    other = next(r for r in sweep.RECIPES if r != chosen)
+    assert table.loc[chosen, "test error % (mean)"] == pytest.approx(1.5)
+    assert table.loc[other, "test error % (mean)"] == pytest.approx(2.2)
+    assert table.loc[other, "sd"] == pytest.approx(0.02)

@@ -55,7 +55,7 @@ def test_a_claim_made_in_every_table_takes_its_section_from_the_case():
     assert claims.section("paper-numbers:Table 3/errors") == "Table 3"
     assert claims.section("paper-numbers:Table 5") == "Table 5"
     assert claims.section("paper-numbers") == "every table"
-    assert claims.section("min-distortion:N100-100-10") == "4.1, Table 1"
+    assert claims.section("min-distortion:N100-100-10") == "4.2, Table 1"
 
 
 def test_table_carries_each_verdict_and_refuses_unregistered_or_repeated_claims():
@@ -63,7 +63,7 @@ def test_table_carries_each_verdict_and_refuses_unregistered_or_repeated_claims(
              findings.Finding("c", "p", "d", None, "why", key="alexnet-units")]
     page = findings.table(found).to_html()
     assert claims.from_html(page) == [("zero-accuracy", "holds"), ("alexnet-units", "not tested")]
-    assert "4.1, Table 1" in page  # the section, from the register
+    assert "4.2, Table 1" in page  # the section, from the register
     with pytest.raises(KeyError, match="not in the register"):
         findings.table([findings.Finding("a", "p", "b", True, key="nowhere")])
     with pytest.raises(ValueError, match="judged twice"):

@@ -84,6 +84,31 @@ def test_findings_say_how_many_numbers_and_why_a_table_is_missing():
     assert table5.note == report.NOT_COMPUTED["Table 5"]
 
 
+def test_a_table_not_computed_reads_for_any_reader():
+    from lib import paper
+
+    table5 = next(f for f in report.findings(long_table(table1())) if f.claim.startswith("Table 5"))
+    # the paper column says what the paper's numbers are, not where the source keeps them
+    assert "lib/" not in table5.paper and "AlexNet" in table5.paper
+    assert table5.paper.endswith(", ".join(f"{row['upper_bound']:g}" for row in paper.TABLE5))
+    assert f"{len(paper.TABLE5)} layers, {paper.TABLE5[0]['layer']} to {paper.TABLE5[-1]['layer']}" in table5.paper
+    # the reason names what is missing and where the book computes such bounds instead
+    assert "this machine" not in table5.note and "lib." not in table5.note
+    assert "EfficientNet-Lite0" in table5.note and "MNIST" in table5.note
+    with pytest.raises(ValueError, match="unknown table"):
+        report.paper_numbers("Table 9")
+
+
+def test_table3_quantities_are_named_as_the_page_names_them():
+    frame = pd.DataFrame({"model": ["FC100-100-10@P1"], "P1_error %": [0.0], "P2_error %": [2.4],
+                          "test_error %": [2.54], "paper P1_error %": [0.0], "paper P2_error %": [2.4],
+                          "paper test_error %": [2.0]})
+    long = report.long_form("Table 3", *report._table3_pairs(frame))
+    assert list(long["quantity"]) == ["error on P1 %", "error on P2 %", "test error %"]
+    found = next(f for f in report.findings(long) if f.claim.startswith("Table 3, error"))
+    assert found.ours.endswith("largest gap +0.54 pp (FC100-100-10@P1, test error %)")
+
+
 def test_bad_long_tables_are_refused():
     good = long_table(table1())
     with pytest.raises(TypeError, match="DataFrame"):
@@ -134,8 +159,11 @@ def test_table2_whole_set_takes_adversarial_rows_from_the_committed_runs():
     index = [*paper.TABLE1_MODELS, "noise stddev 0.1"]
     subset_ours = pd.DataFrame(-1.0, index=index, columns=columns)  # placeholders the whole-set rows must replace
     subset_ours.loc["noise stddev 0.1"] = [5.0] * 6 + [0.1]
-    subset = TransferTable(subset_ours, subset_ours * 0 + 7.0, pd.DataFrame(index=index), {}, 1000)
+    details = pd.DataFrame({"images": 1000.0}, index=index)  # the subset's rows, adversarial ones included
+    subset = TransferTable(subset_ours, subset_ours * 0 + 7.0, details, {}, 1000)
     table = report.table2_whole_set(subset)
+    assert table.details["images"].isna().sum() == len(paper.TABLE1_MODELS)  # none of the subset's adversarial details
+    assert table.details.loc["noise stddev 0.1", "images"] == 1000
     distortions = table1.distortion_table("all")
     statistic, aggregate = table1.choose_target_reading(distortions)
     expected = table1.cross_model_table(table1.RULE_OF_STATISTIC[statistic])
@@ -156,3 +184,12 @@ def test_each_paper_noise_cell_is_counted_once():
     found = next(f for f in report.findings(unclipped) if f.claim.startswith("Table 2, Gaussian noise"))
     assert found.paper.startswith("1 numbers (and 1 of the other reading of the paper's noise, not counted)")
     assert "unclipped noise" in found.paper
+
+
+def test_tolerances_and_counts_in_words():
+    assert report.tables_judged_within(report.ERROR_PP) == "Tables 1 and 3"
+    assert report.tables_judged_within(report.SUBSET_ERROR_PP) == "Tables 2 and 4"
+    with pytest.raises(ValueError, match="no table"):
+        report.tables_judged_within(123.0)
+    found = report.findings(long_table(table1() + table2()))
+    assert report.found_summary(found) == "4 of the 8 groups are reproduced, 1 not, and 3 not tested"

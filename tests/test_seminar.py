@@ -138,8 +138,10 @@ def test_every_session_has_a_90_minute_plan_and_its_parts():
                      "**90-minute plan.**", "**Questions for discussion.**"):
             assert part in text, f"session {number} lacks {part}"
     for number in seminar.ASSIGNMENTS:
-        assert f"seminar.assignment({number})" in "".join("".join(c["source"]) for c in guide_cells())
-        assert f"seminar.handout({number})" in "".join("".join(c["source"]) for c in guide_cells(seminar.HANDOUTS))
+        guide = "".join("".join(c["source"]) for c in guide_cells())
+        handouts = "".join("".join(c["source"]) for c in guide_cells(seminar.HANDOUTS))
+        assert f"seminar.assignment({number}, page=seminar.GUIDE)" in guide
+        assert f"seminar.handout({number}, page=seminar.HANDOUTS)" in handouts
 
 
 def test_the_slips_of_the_old_guide_are_gone():
@@ -209,8 +211,24 @@ def test_guess_rows_are_chapter_5s_rows_shuffled(guess):
     assert list(key.index) == guess.row_names() and key["single unit"].sum() == 5
     again = seminar.guess_rows("N100 hidden 1 (sigmoid)", images=guess.images)
     assert again.kinds == guess.kinds  # seeded: the seminar and instructor pages show the same order
+    order = seminar.guess_order(guess.layer, len(guess.rows))
+    expected = [f"unit" if i < 5 else "direction" for i in order]
+    assert [k.split()[0] for k in guess.kinds] == expected  # the answer key follows the order the gallery shows
     with pytest.raises(KeyError):
         seminar.guess_rows("no such layer")
+
+
+def test_each_gallery_has_its_own_order():
+    rows = {}
+    for layer in seminar.GUESS_LAYERS:
+        order = seminar.guess_order(layer, 10)
+        assert sorted(order) == list(range(10)) and list(order) == list(seminar.guess_order(layer, 10))
+        rows[layer] = frozenset(r for r in range(10) if order[r] < 5)  # the rows of the units
+    assert len(set(rows.values())) == len(rows)  # solving one gallery gives no other away
+    assert list(seminar.guess_order("Conv maps (pooled)", 10, order_seed=7)) == \
+        list(__import__("numpy").random.default_rng(7).permutation(10))
+    with pytest.raises(KeyError):
+        seminar.guess_order("no such layer", 10)
 
 
 def test_the_unlabelled_gallery_gives_nothing_away(guess):
@@ -326,9 +344,112 @@ def test_chapter_notebook_and_its_exercises():
 def test_assignment_prints_the_chapters_own_text():
     text = seminar.assignment(2)
     for chapter, number in seminar.ASSIGNMENTS[2]:
-        assert f"**Chapter {chapter}, exercise {number}.** {seminar.chapter_exercises(chapter)[number]}" in text
+        assert f"**Chapter {chapter}, exercise {number}.** {seminar.exercise_copy(chapter, number)}" in text
     with pytest.raises(KeyError):
         seminar.assignment(99)
+    with pytest.raises(ValueError, match="does not print"):
+        seminar.assignment(2, page=seminar.HANDOUTS)
+
+
+ASSIGNED = sorted({pair for pairs in seminar.ASSIGNMENTS.values() for pair in pairs})
+
+
+def test_exercise_copies_name_the_section_instead_of_above():
+    for (chapter, number), rules in seminar.REFERENCES.items():
+        original = seminar.chapter_exercises(chapter)[number]
+        for old, new, heading in rules:
+            assert old in original, f"chapter {chapter}, exercise {number} no longer says {old!r}"
+            page = f"chapters/{seminar.chapter_notebook(chapter).stem}"
+            assert seminar.heading_id(heading) in seminar.heading_ids(page)
+    for chapter, number in ASSIGNED:
+        copy = seminar.exercise_copy(chapter, number)
+        assert seminar.broken_section_links(copy) == [], (chapter, number)
+        rest = copy
+        for allowed in seminar.NOT_REFERENCES.get((chapter, number), ()):
+            assert allowed in rest
+            rest = rest.replace(allowed, "")
+        assert not re.findall(r"\b(?:above|below)\b", rest), (chapter, number, copy)
+        assert not seminar.CONSTANT.findall(copy), (chapter, number, copy)  # no `N_TEST`: its value instead
+        assert all("::" in m.group(2) for m in seminar.GLUE_ROLE.finditer(copy)), (chapter, number, copy)
+
+
+def test_exercise_copy_rewrites_glue_constants_and_references(monkeypatch):
+    text = ("With `N_TEST` images and {glue:text}`n_test` of them, `N_NOTE` and `FLAG` stay, "
+            "{glue:text}`other` and {glue}`fig` come from the chapter; see the table above.")
+    monkeypatch.setattr(seminar, "chapter_exercises", lambda chapter: {1: text})
+    monkeypatch.setattr(seminar, "chapter_constants", lambda chapter: {"N_TEST": 1000, "FLAG": True})
+    monkeypatch.setattr(seminar, "chapter_glue_values", lambda chapter: {"n_test": "1,000"})
+    heading = "Table 4: cross-training-set generalisation, and magnified examples"
+    monkeypatch.setitem(seminar.REFERENCES, (3, 1), (("the table above", "the table of chapter 3's {section}", heading),))
+    copy = seminar.exercise_copy(3, 1)
+    assert copy.startswith("With 1,000 images and 1,000 of them, `N_NOTE` and `FLAG` stay, ")
+    assert "{glue:text}`/chapters/03_transfer.ipynb::other:s`" in copy
+    assert "{glue}`/chapters/03_transfer.ipynb::fig`" in copy
+    anchor = "table-4-cross-training-set-generalisation-and-magnified-examples"
+    assert f'the table of chapter 3\'s section "<a href="chapters/03_transfer.html#{anchor}">{heading}</a>".' in copy
+
+
+def test_chapter_constants_and_glue_values_read_the_chapters_code():
+    constants = seminar.chapter_constants(3)
+    assert isinstance(constants["N_TEST"], int) and isinstance(constants["N_TRAIN"], int)
+    glued = seminar.chapter_glue_values(3)
+    if "n_test" in glued:  # the chapter glues its size as f"{N_TEST:,}"
+        assert glued["n_test"] == f"{constants['N_TEST']:,}"
+    assert f"{constants['N_TEST']:,} images" in seminar.exercise_copy(3, 3)
+
+
+# ---------------------------------------------------------------------------------------------- glossary links
+
+
+def test_the_linked_terms_exist_in_the_glossary_once_each():
+    entries = seminar.glossary_entries()
+    names = {n.lower(): e for e in entries for n in e}
+    assert ("certified radius",) in entries and ("P1", "P2") in entries
+    linked = [name for name, _ in seminar.GLOSSARY_PHRASES]
+    assert all(name.lower() in names for name in linked), [n for n in linked if n.lower() not in names]
+    assert len({names[name.lower()] for name in linked}) == len(linked)  # one name per glossary entry
+    for name, pattern in seminar.GLOSSARY_PHRASES:
+        assert seminar.PHRASES[name].fullmatch(name), name  # a term's own name is one of its phrases
+
+
+def test_link_terms_links_first_uses_only():
+    text, done = seminar.link_terms("The pool beats the pool. Clipped noise, then clipped noise; P1 and P2.")
+    assert text == ("The {term}`pool` beats the pool. {term}`Clipped noise <clipped noise>`, then clipped noise; "
+                    "{term}`P1` and P2.")
+    assert {"pool", "clipped noise", "P1"} <= done
+    again, _ = seminar.link_terms("the pool again", linked=done)
+    assert again == "the pool again"
+    # an existing role of a linked term is moved to the first use; other roles stay
+    text, _ = seminar.link_terms("a certified radius, and the {term}`certified radius`; {term}`c search`")
+    assert text == "a {term}`certified radius`, and the certified radius; {term}`c search`"
+    assert seminar.link_terms(text)[0] == text  # idempotent
+
+
+@pytest.mark.parametrize("protected", [
+    "`the pool`", "$pool$", "## The pool", '"the pool"', '<a href="x.html#pool">the pool</a>', "[the pool](x.html)",
+    "{doc}`the pool <x>`", "```python\npool = 1\n```", "the pooling and pooled stddev's",
+])
+def test_link_terms_leaves_code_math_headings_quotes_and_links_alone(protected):
+    text, _ = seminar.link_terms(protected)
+    assert text.replace("{term}`pooled stddev`", "pooled stddev") == protected
+
+
+def test_every_page_links_each_glossary_term_at_its_first_use_only():
+    for page in PAGES:
+        assert seminar.unlinked_uses(page) == [], page.name
+        roles = [seminar._entry_of().get((m.group(2) or m.group(1)).strip().lower(), m.group(0))
+                 for text in seminar.linked_page(page) for m in seminar.TERM_ROLE.finditer(text)]
+        assert len(roles) == len(set(roles)), (page.name, sorted(r for r in roles if roles.count(r) > 1))
+    glossary = {n.lower() for e in seminar.glossary_entries() for n in e}
+    for page in PAGES:
+        for text in seminar.linked_page(page):
+            for m in seminar.TERM_ROLE.finditer(text):
+                assert (m.group(2) or m.group(1)).strip().lower() in glossary, m.group(0)
+    handouts = "\n".join(seminar.linked_page(seminar.HANDOUTS))
+    for term in ("optimality gap", "clipped noise", "P1", "pool", "validation split", "certified radius", "probe",
+                 "FGSM", "magnified"):
+        assert f"<{term}>`" in handouts or f"`{term}`" in handouts, term
+    assert seminar.unlink_terms(seminar.handout(3, page=seminar.HANDOUTS)) == seminar.unlink_terms(seminar.handout(3))
 
 
 def test_plan_minutes():
@@ -374,7 +495,11 @@ def test_table3_records_and_half_gaps_follow_the_records():
         p, q = rec[f"{other}_error"] / 100, rec["test_error"] / 100
         se = 100 * math.sqrt(p * (1 - p) / 30_000 + q * (1 - q) / 10_000)
         assert gaps.loc[name, "SE of gap (pp)"] == pytest.approx(se, abs=1e-3)
-        assert records.loc[name, "paper test_error %"] == paper.TABLE3[name]["test_error"]
+        assert records.loc[name, "paper: test error %"] == paper.TABLE3[name]["test_error"]
+        assert records.loc[name, "error on P1 %"] == rec["P1_error"]
+        within = abs(gaps.loc[name, "gap (pp)"]) <= 2 * gaps.loc[name, "SE of gap (pp)"]
+        assert gaps.loc[name, "within 2 SE"] == ("yes" if within else "no")
+    assert not [c for c in records.columns if "_" in c]  # headers in words, not the records' keys
 
 
 def test_noise_error_without_noise_is_the_clean_error():
@@ -387,6 +512,36 @@ def test_clipped_noise_bias_matches_the_half_normal_mean():
     bias = seminar.clipped_noise_bias(0.3, draws=20, n=200)
     assert bias["theory stddev/sqrt(2 pi)"] == pytest.approx(0.3 / math.sqrt(2 * math.pi))
     assert bias["measured on black pixels"] == pytest.approx(bias["theory stddev/sqrt(2 pi)"], rel=0.02)
+
+
+def test_paper_ranking_says_the_order_in_words(monkeypatch):
+    for version in paper.ADVERSARIAL_TRAINING:
+        sentence = seminar.paper_ranking(version)
+        ref = paper.ADVERSARIAL_TRAINING[version]
+        assert f"{ref['adversarial pool']:g}% with the pool" in sentence and "True" not in sentence
+    monkeypatch.setitem(paper.ADVERSARIAL_TRAINING, "x", {"weight decay": 1.0, "dropout": 2.0, "adversarial pool": 3.0})
+    assert seminar.paper_ranking("x").endswith("not in the order pool, dropout, weight decay; weight decay is lowest.")
+    monkeypatch.setitem(paper.ADVERSARIAL_TRAINING, "y", {"weight decay": 3.0, "dropout": 2.0, "adversarial pool": 1.0})
+    assert seminar.paper_ranking("y") == ("The paper's y: test error 1% with the pool, 2% with dropout, 3% with weight "
+                                          "decay alone, so the pool beats dropout, which beats weight decay.")
+    with pytest.raises(KeyError):
+        seminar.paper_ranking("v9")
+
+
+def test_table4_cells_counts_both_blocks():
+    cells = seminar.table4_cells()
+    models = len(paper.TABLE4_COLUMNS)
+    assert cells == {"adversarial": models * (models - 1), "magnified": models * (models - 1)}
+    assert sum(cells.values()) == 12
+
+
+def test_decay_fit_seconds_are_the_committed_records():
+    record = json.loads((ROOT / "data" / "results" / "decay_readings.json").read_text())
+    seconds = seminar.decay_fit_seconds()
+    expected = {f["model"]: f["seconds"] for f in record["fits"] if f["reading"] == zoo.PAPER_DECAY}
+    assert seconds.to_dict() == expected and len(expected) == 3
+    with pytest.raises(KeyError):
+        seminar.decay_fit_seconds("no such reading")
 
 
 def test_adversarial_training_records_and_differences():

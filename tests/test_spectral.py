@@ -399,7 +399,7 @@ def test_spectral_findings_verdicts_on_hand_made_results():
     assert [f.holds for f in found] == [True, False, True, None, True, True]
     assert "2 of 2" in found[0].ours and "0.750" in found[1].ours  # literal s^-2: 1.5 / 2
     assert found[3].note and found[3].paper.startswith("AlexNet")
-    assert "the ICLR version's; no stored copy" in found[3].paper
+    assert "the ICLR version's, arXiv v4" in found[3].paper
     assert all(row["source"].startswith("ICLR version (arXiv v4)") for row in paper.TABLE5)
 
 

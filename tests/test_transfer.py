@@ -66,6 +66,15 @@ def test_noise_rows_use_the_stated_stddev(models):
         assert result.errors[name] == pytest.approx(explicit_error(model, torch.from_numpy(noisy).float(), y))
 
 
+def test_details_say_clipped_or_unclipped_in_words(models, examples):
+    x, y = examples[SOURCES[0]]["x"], examples[SOURCES[0]]["y"]
+    _, details = transfer._noise_rows(x, y, models, 0.1, "noise stddev 0.1", seed=0, clips=(True, False))
+    assert {row: d["clipping"] for row, d in details.items()} == {
+        "noise stddev 0.1": transfer.CLIPPED, "noise stddev 0.1, unclipped": transfer.NOT_CLIPPED}
+    assert {d["clipping"] for d in transfer._adversarial_details(examples).values()} == {transfer.CLIPPED}
+    assert (transfer.CLIPPED, transfer.NOT_CLIPPED) == ("clipped", "unclipped")
+
+
 def test_halves_are_disjoint_and_the_table3_models_train_on_them():
     p1, p2 = data.split_halves()
     a, b = set(p1.tolist()), set(p2.tolist())
@@ -135,6 +144,40 @@ def test_findings_hold_in_the_papers_own_numbers():
     weaker = next(f for f in found
                   if f.claim.startswith("Table 4: transfer across training sets is weaker than Table 2"))
     assert weaker.paper == f"{t4_errors[~np.eye(3, dtype=bool)].mean():.1f}% vs {off_diagonal:.1f}%"
+
+
+def test_off_diagonal_averages_only_the_transfer_cells():
+    # the "magnified by the paper's factor" table of chapter 3, with its stated stddev per row beside the errors
+    errors = np.array([[91.9, 78.4, 36.9], [85.5, 93.4, 41.9], [43.7, 40.2, 93.3]])
+    frame = pd.DataFrame(errors, index=list(T4_MODELS), columns=list(T4_MODELS))
+    six = errors[~np.eye(3, dtype=bool)]
+    cells = transfer.off_diagonal(frame.assign(distortion=[0.05, 0.06, 0.07]))
+    assert sorted(cells.index) == sorted((i, j) for i in T4_MODELS for j in T4_MODELS if i != j)
+    assert cells.mean() == pytest.approx(six.mean())  # 54.4%, the six cells
+    with_stddev = frame.assign(stddev=[0.089, 0.093, 0.092])
+    with pytest.raises(ValueError, match=r"\['stddev'\] are neither a row's model"):
+        transfer.off_diagonal(with_stddev)  # averaged in, the three stddevs would give (6 x 54.4 + 0.27) / 9 = 36.3%
+    assert transfer.off_diagonal(with_stddev.drop(columns="stddev")).mean() == pytest.approx(six.mean())
+    # rows of another prefix are skipped, and the prefix is taken off the keys
+    prefixed = frame.rename(index=lambda m: f"magnified {m}")
+    assert transfer.off_diagonal(prefixed).empty
+    assert transfer.off_diagonal(prefixed, "magnified ").equals(transfer.off_diagonal(frame))
+    with pytest.raises(TypeError, match="DataFrame"):
+        transfer.off_diagonal(errors)
+
+
+def test_raised_and_asymmetry_compare_cell_by_cell():
+    before = pd.Series({("P", "Q"): 10.0, ("Q", "P"): 30.0})
+    after = pd.Series({("Q", "P"): 20.0, ("P", "Q"): 50.0})  # the other order: matched by key, not position
+    assert transfer.raised(before, after).to_dict() == {("P", "Q"): True, ("Q", "P"): False}
+    with pytest.raises(ValueError, match="same, non-empty cells"):
+        transfer.raised(before, after.iloc[:1])
+    frame = pd.DataFrame([[100, 10, 20], [60, 100, 40], [70, 30, 100]], index=list("abc"), columns=list("abc"))
+    # rows = examples made on; b's examples fool a 60% vs a's fool b 10%; c -> a 70 vs 20; c -> b 30 vs 40
+    assert transfer.asymmetry(frame, list("abc")).to_dict() == {("b", "a"): True, ("c", "a"): True,
+                                                                 ("c", "b"): False}
+    with pytest.raises(ValueError, match="missing"):
+        transfer.asymmetry(frame, ["a", "z"])
 
 
 T2_MODELS = ("N100-100-10", "N200-200-10", "AE400-10")
