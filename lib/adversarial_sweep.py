@@ -420,8 +420,8 @@ def decay_recipes_table(records: Sequence[RunRecord]) -> pd.DataFrame:
     for recipe in RECIPES:
         row = table.loc[Run("weight decay", recipe=recipe).setting()]
         rows.append({"weight decay, recipe": recipe, "seeds": int(row["seeds"]),
-                     "test error % (mean)": round(row["test_mean"], 2), "sd": round(row["test_sd"], 2)})
-    return pd.DataFrame(rows)
+                     "test error % (mean)": round(row["test_mean"], 3), "sd": round(row["test_sd"], 3)})
+    return pd.DataFrame(rows)  # three decimals: the two recipes' means can agree to two
 
 
 def fit_table(records: Sequence[RunRecord]) -> pd.DataFrame:
