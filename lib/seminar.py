@@ -59,10 +59,15 @@ def chapter_notebook(chapter: int) -> Path:
     return found[0]
 
 
+def cells_of(path: Path, kind: str) -> list[str]:
+    """The source of every cell of type `kind` ("markdown" or "code") of the notebook at `path`, in order."""
+    cells = json.loads(Path(path).read_text())["cells"]
+    return ["".join(c["source"]) for c in cells if c["cell_type"] == kind]
+
+
 def markdown_cells(path: Path) -> list[str]:
     """The source of every markdown cell of the notebook at `path`, in order."""
-    cells = json.loads(Path(path).read_text())["cells"]
-    return ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
+    return cells_of(path, "markdown")
 
 
 def exercises_in(markdown: str) -> dict[int, str]:
@@ -151,12 +156,6 @@ def section_link(chapter: int, heading: str) -> str:
     return f'section "<a href="{page}.html#{heading_id(heading)}">{heading}</a>"'
 
 
-def code_cells(path: Path) -> list[str]:
-    """The source of every code cell of the notebook at `path`, in order."""
-    cells = json.loads(Path(path).read_text())["cells"]
-    return ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
-
-
 def _top_level(source: str) -> list[ast.stmt]:
     """The top-level statements of a code cell (none if it is not plain Python, e.g. has a %magic)."""
     try:
@@ -168,7 +167,7 @@ def _top_level(source: str) -> list[ast.stmt]:
 def chapter_constants(chapter: int) -> dict[str, object]:
     """The constants chapter `chapter`'s code sets at the top level of a cell: {NAME: literal value}."""
     constants = {}
-    for source in code_cells(chapter_notebook(chapter)):
+    for source in cells_of(chapter_notebook(chapter), "code"):
         for node in _top_level(source):
             if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
                     and node.targets[0].id.isupper():
@@ -182,7 +181,7 @@ def chapter_constants(chapter: int) -> dict[str, object]:
 def chapter_glue_values(chapter: int) -> dict[str, str]:
     """The text of each `glue("key", value)` of chapter `chapter` whose value needs only the chapter's constants."""
     constants, values = chapter_constants(chapter), {}
-    for source in code_cells(chapter_notebook(chapter)):
+    for source in cells_of(chapter_notebook(chapter), "code"):
         for node in _top_level(source):
             call = node.value if isinstance(node, ast.Expr) else None
             if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "glue"
