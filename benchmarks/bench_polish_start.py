@@ -7,11 +7,13 @@ On the validation photos of `bench_sharp_temperature.py` (the bundled photos the
 paper's penalty problem with the sharpened loss, c from the multiplier, at each iteration budget) and (b)
 Brendel-Bethge-100, the comparison's boundary walker, started from the same points. Then why the polish stops
 where it does: (c) the longest polish again without its stopping tolerances (pgtol = ftol = 0), (d) the same in
-float64, and (e) the polish started from Brendel-Bethge's end instead of DDN's. Distortions and gradient
+float64, and (e) the polish started from Brendel-Bethge's end instead of DDN's. Last, (f) whether the polish's end
+and Brendel-Bethge's lie in one stretch of the target's region: the target margin on the straight segment between
+them, their distance, and how closely r lines up with the margin's gradient at each (`peers.alignment`). Distortions and gradient
 evaluations per image (the starts' included) are written with provenance to
 data/results/peers/imagenet/polish_start.json; finished entries are kept (resumable) while DDN-100 gives the same
 start, and all are recomputed when it does not. Ours-sharp's own c search on the same photos is in
-sharp_temperature.json. `lib.peers.polish_start_table` reads both.
+sharp_temperature.json. `lib.peers.polish_start_table` reads both, `lib.peers.pockets` the last part.
 """
 from __future__ import annotations
 
@@ -51,12 +53,15 @@ def main() -> None:
     if any(record.get(k) != v for k, v in key.items()):
         record = {**key, "results": {}}
 
-    def save(label: str, x_adv: torch.Tensor, gradients: float) -> None:
-        dist, _ = peers.measure(model, x, x_adv, target)
-        record["results"][label] = {"distortion": peers._round(dist), "gradients": gradients}
+    def write() -> None:
         record.update(date=peers.started_at(), threads=1, versions=peers.environment()["versions"],
                       command="python benchmarks/bench_polish_start.py " + " ".join(sys.argv[1:]))
         atomic_write_bytes(PATH, (json.dumps(record, indent=1) + "\n").encode())
+
+    def save(label: str, x_adv: torch.Tensor, gradients: float) -> None:
+        dist, _ = peers.measure(model, x, x_adv, target)
+        record["results"][label] = {"distortion": peers._round(dist), "gradients": gradients}
+        write()
         print(f"{label}: {record['results'][label]}", flush=True)
 
     start, start_x = peers.run_peer(model, args.network, x, target, list(range(len(x))), *peers.BB_START,
@@ -66,6 +71,7 @@ def main() -> None:
     if previous is not None and previous["distortion"] != peers._round(peers.measure(model, x, start_x, target)[0]):
         print(f"{start_label} gives another start than the recorded one (another machine or library): recomputing all")
         record["results"] = {}
+        record.pop("basins", None)
     save(start_label, start_x, start.gradients)
     for iterations in args.iterations:
         label = f"{start_label} + polish-{iterations}"
@@ -106,6 +112,27 @@ def main() -> None:
         polished, cost = peers._timed(model, lambda m: attack.polish(m, x, bb_x, target,
                                                                      max_iter=min(args.iterations)).x_adv, len(x))
         save(label, polished, bb.gradients + cost.gradients)
+    if "basins" not in record:
+        shortest = f"{start_label} + polish-{min(args.iterations)}"
+        polished = attack.polish(model, x, start_x, target, max_iter=min(args.iterations)).x_adv
+        if bb_x is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                _, bb_x = peers.run_peer(model, args.network, x, target, list(range(len(x))), "BB", 100,
+                                         start=start_x, start_cost=start.cost, rule="ostrich")
+        if peers._round(peers.measure(model, x, polished, target)[0]) != record["results"][shortest]["distortion"]:
+            print(f"warning: {shortest} ends elsewhere than its recorded run")
+        walked = f"{start_label} + BB-100"
+        separation = ((polished - bb_x).flatten(1).norm(dim=1) / (bb_x - x).flatten(1).norm(dim=1)).tolist()
+        record["basins"] = {
+            "between": [shortest, walked], "points": list(peers.SEGMENT_POINTS),
+            "margins": [peers._round(m, 4) for m in peers.segment_margins(model, polished, bb_x, target)],
+            "separation": peers._round(separation, 4),
+            "alignment": {shortest: peers._round(peers.alignment(model, x, polished, target), 4),
+                          walked: peers._round(peers.alignment(model, x, bb_x, target), 4)}}
+        write()
+        print("basins:", record["basins"], flush=True)
+    print(peers.pockets(record))
     print(peers.polish_start_table(record, json.loads((peers.IMAGENET_DIR / "sharp_temperature.json").read_text())))
 
 

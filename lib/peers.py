@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from . import DATA_DIR, lbfgsb, one_thread, paper
-from .attack import AttackResult, VERSION, distortion, lbfgs_attack, min_distortion, predict
+from .attack import AttackResult, VERSION, distortion, lbfgs_attack, logit_margin, min_distortion, predict
 from .fast_attack import VERSION as FAST_VERSION, fast_attack
 from .data import atomic_write_bytes, load_mnist, subset_indices
 from .findings import Finding
@@ -894,6 +894,56 @@ def polish_stop(table: pd.DataFrame, start: str = f"{BB_START[0]}-{BB_START[1]}"
     return PolishStop(float(ratio[first]), float(ratio[longest]), float(ratio[f"{longest}, no stopping tolerances"]),
                       float(ratio[f"{longest}, no stopping tolerances, float64"]), float(ratio[walked]),
                       float(ratio[f"{walked} + polish-{first.rsplit('-', 1)[1]}"]))
+
+
+ALIGNMENT_SLACK = 0.05  # cosines within this of each other count as lined up equally well
+SEGMENT_POINTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # where `segment_margins` samples between two ends
+
+
+@torch.no_grad()
+def segment_margins(model: nn.Module, a: Tensor, b: Tensor, target: Tensor,
+                    points: Sequence[float] = SEGMENT_POINTS) -> np.ndarray:
+    """The target's logit margin at (1 - s) a + s b for each s in points, per image [N, len(points)].
+
+    Positive: classified as the target; a segment with a margin <= 0 leaves the target's region between a and b.
+    """
+    if not points or not all(0 < s < 1 for s in points):
+        raise ValueError(f"points must be a non-empty sequence in (0, 1), got {points!r}")
+    return np.stack([logit_margin(model((1 - s) * a + s * b), target).double().cpu().numpy() for s in points], 1)
+
+
+@dataclass
+class Pockets:
+    """Where the polish from DDN's start ends against Brendel-Bethge's end: one stretch of the target's region, or two."""
+
+    separation: float  # median over the photos of ||polish's end - BB's end|| / ||BB's r||
+    lowest_margin: float  # median over the photos of the lowest target margin on the segment between them (logits)
+    left: int  # photos whose segment leaves the target's region somewhere
+    photos: int
+    alignment_polished: float  # median cos(r, margin gradient) at the polish's ends: 1 at a minimum along the boundary
+    alignment_walked: float  # the same at Brendel-Bethge's ends
+
+    @property
+    def equally_stationary(self) -> bool:
+        """Whether the polish's ends line up with the margin's gradient within ALIGNMENT_SLACK of Brendel-Bethge's."""
+        return abs(self.alignment_polished - self.alignment_walked) <= ALIGNMENT_SLACK
+
+    @property
+    def separate(self) -> bool:
+        """Whether on every photo the straight segment between the two ends leaves the target's region."""
+        return self.left == self.photos
+
+
+def pockets(record: dict) -> Pockets:
+    """bench_polish_start's "basins" entry read as a `Pockets`; KeyError naming the entry if the record lacks it."""
+    if "basins" not in record:
+        raise KeyError("the record has no 'basins' entry: run benchmarks/bench_polish_start.py")
+    basins = record["basins"]
+    margins = np.array(basins["margins"], dtype=float)
+    polished, walked = basins["between"]
+    return Pockets(float(np.median(basins["separation"])), float(np.median(margins.min(1))),
+                   int((margins <= 0).any(1).sum()), len(margins),
+                   float(np.median(basins["alignment"][polished])), float(np.median(basins["alignment"][walked])))
 
 
 def improving_runs(result: PeerResult) -> np.ndarray:

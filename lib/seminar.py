@@ -9,6 +9,7 @@ guide links its first use of each glossary term (`linked_page`).
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import math
 import re
@@ -164,37 +165,46 @@ def _top_level(source: str) -> list[ast.stmt]:
         return []
 
 
+def _chapter_statements(chapter: int) -> list[ast.stmt]:
+    """The top-level statements of all of chapter `chapter`'s code cells, parsed once per version of the file."""
+    path = chapter_notebook(chapter)
+    return _parsed_code(path, path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _parsed_code(path: Path, mtime_ns: int) -> list[ast.stmt]:
+    return [node for source in cells_of(path, "code") for node in _top_level(source)]
+
+
 def chapter_constants(chapter: int) -> dict[str, object]:
     """The constants chapter `chapter`'s code sets at the top level of a cell: {NAME: literal value}."""
     constants = {}
-    for source in cells_of(chapter_notebook(chapter), "code"):
-        for node in _top_level(source):
-            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
-                    and node.targets[0].id.isupper():
-                try:
-                    constants[node.targets[0].id] = ast.literal_eval(node.value)
-                except ValueError:
-                    pass
+    for node in _chapter_statements(chapter):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
+                and node.targets[0].id.isupper():
+            try:
+                constants[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
     return constants
 
 
 def chapter_glue_values(chapter: int) -> dict[str, str]:
     """The text of each `glue("key", value)` of chapter `chapter` whose value needs only the chapter's constants."""
     constants, values = chapter_constants(chapter), {}
-    for source in cells_of(chapter_notebook(chapter), "code"):
-        for node in _top_level(source):
-            call = node.value if isinstance(node, ast.Expr) else None
-            if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "glue"
-                    and len(call.args) >= 2 and isinstance(call.args[0], ast.Constant)):
+    for node in _chapter_statements(chapter):
+        call = node.value if isinstance(node, ast.Expr) else None
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "glue"
+                and len(call.args) >= 2 and isinstance(call.args[0], ast.Constant)):
+            continue
+        names = {n.id for n in ast.walk(call.args[1]) if isinstance(n, ast.Name)}
+        if names <= set(constants):
+            try:  # the chapter's own expression, with nothing in scope but its literal constants
+                value = eval(compile(ast.Expression(call.args[1]), "<glue>", "eval"), {"__builtins__": {}},
+                             dict(constants))
+            except Exception:  # noqa: BLE001 - a value this cannot compute is glued from the chapter instead
                 continue
-            names = {n.id for n in ast.walk(call.args[1]) if isinstance(n, ast.Name)}
-            if names <= set(constants):
-                try:  # the chapter's own expression, with nothing in scope but its literal constants
-                    value = eval(compile(ast.Expression(call.args[1]), "<glue>", "eval"), {"__builtins__": {}},
-                                 dict(constants))
-                except Exception:  # noqa: BLE001 - a value this cannot compute is glued from the chapter instead
-                    continue
-                values[str(call.args[0].value)] = str(value)
+            values[str(call.args[0].value)] = str(value)
     return values
 
 
@@ -407,16 +417,6 @@ def decay_fit_seconds(reading: str = zoo.PAPER_DECAY) -> pd.Series:
     if rows.empty:
         raise KeyError(f"no committed fits under the reading {reading!r}")
     return rows.set_index("model")["seconds"]
-
-
-def global_bounds(names: Sequence[str], power_iters: int = 20) -> pd.DataFrame:
-    """Per zoo model: the product of its per-layer upper Lipschitz bounds (`spectral.layer_bounds`) and its largest factor."""
-    rows = []
-    for name in names:
-        layers = spectral.layer_bounds(zoo.load(name), (1, 28, 28), power_iters=power_iters)
-        rows.append({"model": name, "global upper bound": spectral.global_upper_bound(layers),
-                     "largest layer bound": float(layers["paper_bound"].max())})
-    return pd.DataFrame(rows).set_index("model")
 
 
 def sigmoid_slopes(name: str = "N100-100-10", n: int = 200, seed: int = 0) -> pd.DataFrame:

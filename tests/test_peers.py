@@ -321,3 +321,31 @@ def test_polish_stop_reads_the_tolerance_and_basin_rows():
     both = stop(untolerant=0.00203, walked_polished=0.002, longest=0.00206)  # running on closes 60% of the gap
     assert both.stopping_rule_matters and both.start_holds_it and both.another_basin
     assert both.gap_closed_by_running_on == pytest.approx(0.6)
+
+
+def test_segment_margins_against_the_linear_margin_by_hand():
+    weight = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2, 2, bias=False))
+    model[1].weight.data = weight
+    a, b = torch.tensor([[[[0.9, 0.1]]]]), torch.tensor([[[[0.1, 0.9]]]])  # label 0 at a, label 1 at b
+    margins = peers.segment_margins(model, a, b, torch.tensor([1]), points=(0.25, 0.5, 0.75))
+    assert margins == pytest.approx(np.array([[-0.4, 0.0, 0.4]]), abs=1e-6)  # z_1 - z_0 = 1.6 s - 0.8
+    with pytest.raises(ValueError, match="points"):
+        peers.segment_margins(model, a, b, torch.tensor([1]), points=(0.0, 0.5))
+
+
+def test_pockets_reads_the_basins_entry():
+    record = {"basins": {"between": ["p", "w"], "points": [0.5, 0.9],
+                         "margins": [[-1.0, 0.2], [0.3, 0.1], [-0.2, -0.5]], "separation": [0.3, 0.4, 0.6],
+                         "alignment": {"p": [0.9, 0.95, 0.93], "w": [0.7, 0.96, 0.94]}}}
+    found = peers.pockets(record)
+    assert found.left == 2 and found.photos == 3 and not found.separate
+    assert found.lowest_margin == pytest.approx(-0.5) and found.separation == pytest.approx(0.4)
+    assert found.alignment_polished == pytest.approx(0.93) and found.alignment_walked == pytest.approx(0.94)
+    assert found.equally_stationary
+    record["basins"]["alignment"]["w"] = [0.99, 0.99, 0.99]
+    assert not peers.pockets(record).equally_stationary
+    record["basins"]["margins"][1] = [0.3, -0.1]
+    assert peers.pockets(record).separate
+    with pytest.raises(KeyError, match="basins"):
+        peers.pockets({})

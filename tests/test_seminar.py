@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from lib import adversarial_sweep, data, paper, seminar, zoo
+from lib import adversarial_sweep, data, paper, report, seminar, zoo
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = (ROOT / "scripts" / "setup_cell.py").read_text().rstrip("\n")
@@ -557,12 +557,15 @@ def test_adversarial_training_records_and_differences():
 
 
 def test_lipschitz_numbers():
-    bounds = seminar.global_bounds(("softmax-1e-4", "N100-100-10"))
-    assert (bounds["global upper bound"] > 0).all()
+    column = "upper bound (product of the layers' bounds)"
+    bounds = report.lipschitz_zoo(names=("softmax-1e-4", "N100-100-10")).set_index("model")
+    assert list(bounds.index) == ["softmax-1e-4", "N100-100-10"] and (bounds[column] > 0).all()
     # a softmax model is one linear layer: its bound is that layer's largest singular value
     weight = [m for m in zoo.load("softmax-1e-4") if hasattr(m, "weight")][0].weight
-    assert bounds.loc["softmax-1e-4", "global upper bound"] == pytest.approx(
+    assert bounds.loc["softmax-1e-4", column] == pytest.approx(
         float(__import__("torch").linalg.matrix_norm(weight, ord=2)), rel=1e-4)
+    with pytest.raises(ValueError, match="zoo models"):
+        report.lipschitz_zoo(names=("no-such-model",))
     slopes = seminar.sigmoid_slopes("N100-100-10", n=50)
     assert len(slopes) == 2 and (slopes["max slope"] <= 0.25).all()
     assert (slopes["mean slope"] < slopes["max slope"]).all()
