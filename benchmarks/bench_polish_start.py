@@ -9,7 +9,8 @@ Brendel-Bethge-100, the comparison's boundary walker, started from the same poin
 where it does: (c) the longest polish again without its stopping tolerances (pgtol = ftol = 0), (d) the same in
 float64, and (e) the polish started from Brendel-Bethge's end instead of DDN's. Last, (f) whether the polish's end
 and Brendel-Bethge's lie in one stretch of the target's region: the target margin on the straight segment between
-them, their distance, and how closely r lines up with the margin's gradient at each (`peers.alignment`). Distortions and gradient
+them, their distance, how far each has moved from DDN's start, and how closely r lines up with the margin's gradient
+at each (`peers.alignment`). Distortions and gradient
 evaluations per image (the starts' included) are written with provenance to
 data/results/peers/imagenet/polish_start.json; finished entries are kept (resumable) while DDN-100 gives the same
 start, and all are recomputed when it does not. Ours-sharp's own c search on the same photos is in
@@ -18,6 +19,7 @@ sharp_temperature.json. `lib.peers.polish_start_table` reads both, `lib.peers.po
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -80,15 +82,18 @@ def main() -> None:
         polished, cost = peers._timed(model, lambda m: attack.polish(m, x, start_x, target, max_iter=iterations).x_adv,
                                       len(x))
         save(label, polished, start.gradients + cost.gradients)
-    label = f"{start_label} + BB-100"
-    if label not in record["results"]:
+    @functools.cache
+    def walked() -> tuple[peers.PeerResult, torch.Tensor]:
+        """Brendel-Bethge-100 from DDN's start, run once however many parts below need its end."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Brendel-Bethge's note that numba compiles its solver
-            bb, bb_x = peers.run_peer(model, args.network, x, target, list(range(len(x))), "BB", 100, start=start_x,
-                                      start_cost=start.cost, rule="ostrich")
+            return peers.run_peer(model, args.network, x, target, list(range(len(x))), "BB", 100, start=start_x,
+                                  start_cost=start.cost, rule="ostrich")
+
+    label = f"{start_label} + BB-100"
+    if label not in record["results"]:
+        bb, bb_x = walked()
         save(label, bb_x, bb.gradients)
-    else:
-        bb_x = None
     longest = max(args.iterations)
     label = f"{start_label} + polish-{longest}, no stopping tolerances"
     if label not in record["results"]:
@@ -104,32 +109,27 @@ def main() -> None:
         save(label, polished.float(), start.gradients + cost.gradients)
     label = f"{start_label} + BB-100 + polish-{min(args.iterations)}"
     if label not in record["results"]:
-        if bb_x is None:  # resumed after Brendel-Bethge's row: run it again for its end point
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                bb, bb_x = peers.run_peer(model, args.network, x, target, list(range(len(x))), "BB", 100,
-                                          start=start_x, start_cost=start.cost, rule="ostrich")
+        bb, bb_x = walked()
         polished, cost = peers._timed(model, lambda m: attack.polish(m, x, bb_x, target,
                                                                      max_iter=min(args.iterations)).x_adv, len(x))
         save(label, polished, bb.gradients + cost.gradients)
-    if "basins" not in record:
+    if "travel" not in record.get("basins", {}):
         shortest = f"{start_label} + polish-{min(args.iterations)}"
         polished = attack.polish(model, x, start_x, target, max_iter=min(args.iterations)).x_adv
-        if bb_x is None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                _, bb_x = peers.run_peer(model, args.network, x, target, list(range(len(x))), "BB", 100,
-                                         start=start_x, start_cost=start.cost, rule="ostrich")
+        _, bb_x = walked()
         if peers._round(peers.measure(model, x, polished, target)[0]) != record["results"][shortest]["distortion"]:
             print(f"warning: {shortest} ends elsewhere than its recorded run")
-        walked = f"{start_label} + BB-100"
-        separation = ((polished - bb_x).flatten(1).norm(dim=1) / (bb_x - x).flatten(1).norm(dim=1)).tolist()
+        walked_label = f"{start_label} + BB-100"
+        scale = (bb_x - x).flatten(1).norm(dim=1)
+        separation = ((polished - bb_x).flatten(1).norm(dim=1) / scale).tolist()
+        travel = {label: peers._round(((end - start_x).flatten(1).norm(dim=1) / scale).numpy(), 4)
+                  for label, end in ((shortest, polished), (walked_label, bb_x))}
         record["basins"] = {
-            "between": [shortest, walked], "points": list(peers.SEGMENT_POINTS),
+            "between": [shortest, walked_label], "points": list(peers.SEGMENT_POINTS),
             "margins": [peers._round(m, 4) for m in peers.segment_margins(model, polished, bb_x, target)],
-            "separation": peers._round(separation, 4),
+            "separation": peers._round(separation, 4), "travel": travel,
             "alignment": {shortest: peers._round(peers.alignment(model, x, polished, target), 4),
-                          walked: peers._round(peers.alignment(model, x, bb_x, target), 4)}}
+                          walked_label: peers._round(peers.alignment(model, x, bb_x, target), 4)}}
         write()
         print("basins:", record["basins"], flush=True)
     print(peers.pockets(record))

@@ -424,7 +424,7 @@ def environment() -> dict:
 
 
 def _round(values: np.ndarray, digits: int = 6) -> list[float | None]:
-    """Per-image distortions to `digits` significant digits; None where inf (a failure)."""
+    """Per-image values (distortions, margins, cosines) to `digits` significant digits; None where not finite."""
     return [None if not np.isfinite(v) else float(f"{v:.{digits}g}") for v in values]
 
 
@@ -922,6 +922,14 @@ class Pockets:
     photos: int
     alignment_polished: float  # median cos(r, margin gradient) at the polish's ends: 1 at a minimum along the boundary
     alignment_walked: float  # the same at Brendel-Bethge's ends
+    travel_polished: float  # median over the photos of ||polish's end - DDN's start|| / ||BB's r||
+    travel_walked: float  # the same for Brendel-Bethge's end
+    walked_farther: int  # photos on which Brendel-Bethge's end lies farther from DDN's start than the polish's
+
+    @property
+    def walks_away(self) -> bool:
+        """Whether on every photo Brendel-Bethge moves farther from DDN's start than the polish does."""
+        return self.walked_farther == self.photos
 
     @property
     def equally_stationary(self) -> bool:
@@ -941,9 +949,14 @@ def pockets(record: dict) -> Pockets:
     basins = record["basins"]
     margins = np.array(basins["margins"], dtype=float)
     polished, walked = basins["between"]
+    if "travel" not in basins:
+        raise KeyError("the 'basins' entry has no 'travel': rerun benchmarks/bench_polish_start.py")
+    travel = {k: np.array(basins["travel"][k], dtype=float) for k in (polished, walked)}
     return Pockets(float(np.median(basins["separation"])), float(np.median(margins.min(1))),
                    int((margins <= 0).any(1).sum()), len(margins),
-                   float(np.median(basins["alignment"][polished])), float(np.median(basins["alignment"][walked])))
+                   float(np.median(basins["alignment"][polished])), float(np.median(basins["alignment"][walked])),
+                   float(np.median(travel[polished])), float(np.median(travel[walked])),
+                   int((travel[walked] > travel[polished]).sum()))
 
 
 def improving_runs(result: PeerResult) -> np.ndarray:

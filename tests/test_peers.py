@@ -337,8 +337,13 @@ def test_segment_margins_against_the_linear_margin_by_hand():
 def test_pockets_reads_the_basins_entry():
     record = {"basins": {"between": ["p", "w"], "points": [0.5, 0.9],
                          "margins": [[-1.0, 0.2], [0.3, 0.1], [-0.2, -0.5]], "separation": [0.3, 0.4, 0.6],
-                         "alignment": {"p": [0.9, 0.95, 0.93], "w": [0.7, 0.96, 0.94]}}}
+                         "alignment": {"p": [0.9, 0.95, 0.93], "w": [0.7, 0.96, 0.94]},
+                         "travel": {"p": [0.1, 0.2, 0.5], "w": [0.3, 0.4, 0.4]}}}
     found = peers.pockets(record)
+    assert found.travel_polished == pytest.approx(0.2) and found.travel_walked == pytest.approx(0.4)
+    assert found.walked_farther == 2 and not found.walks_away
+    record["basins"]["travel"]["w"][2] = 0.6
+    assert peers.pockets(record).walks_away
     assert found.left == 2 and found.photos == 3 and not found.separate
     assert found.lowest_margin == pytest.approx(-0.5) and found.separation == pytest.approx(0.4)
     assert found.alignment_polished == pytest.approx(0.93) and found.alignment_walked == pytest.approx(0.94)
@@ -349,3 +354,6 @@ def test_pockets_reads_the_basins_entry():
     assert peers.pockets(record).separate
     with pytest.raises(KeyError, match="basins"):
         peers.pockets({})
+    del record["basins"]["travel"]
+    with pytest.raises(KeyError, match="travel"):
+        peers.pockets(record)
