@@ -22,7 +22,8 @@ ImageNet in the natural-images chapter: loss="sharp" (the sharpened cross-entrop
 search itself) and warm_start (each run from the best success so far). The
 independent checks, a per-image scipy version and the exact answer for linear models, are in
 `lib.attack_reference`; the same attack without the search over c, several times faster, in
-`lib.fast_attack`; `polish`, the attack's last step applied to another attack's result.
+`lib.fast_attack`; `polish`, the attack's last step applied to another attack's result, and in `lib.polish_walk` the same
+polish restarted past each of its ends.
 """
 from __future__ import annotations
 

@@ -847,7 +847,11 @@ def polish_start_table(record: dict, sharp_record: dict) -> pd.DataFrame:
 
 @dataclass
 class PolishStop:
-    """Why the polish from DDN's start stops where it does: `polish_start_table`'s median ratios, read together."""
+    """Why the polish from DDN's start stops where it does: `polish_start_table`'s rows, read together.
+
+    The first six are the table's median ratios to the best row, for the prose; the comparisons (the properties)
+    are made photo by photo, then the median taken, so that no comparison sets one photo's number against another's.
+    """
 
     polished: float  # the shortest polish from the start
     longest: float  # the longest polish, with its stopping tolerances
@@ -855,22 +859,26 @@ class PolishStop:
     untolerant_float64: float  # the same in float64
     walked: float  # Brendel-Bethge from the same start
     walked_polished: float  # the shortest polish from Brendel-Bethge's end
+    running_on: float  # median over the photos of (the closer untolerant polish) / (the longest polish)
+    in_float64: float  # median over the photos of float64 / float32, both without tolerances
+    gap_closed: float  # median over the photos of the share of (longest - Brendel-Bethge) that float32 running on closes
+    held: float  # median over the photos of (the closer untolerant polish) / Brendel-Bethge
 
     @property
     def stopping_rule_matters(self) -> bool:
         """Whether the longest polish, without tolerances or in float64, comes closer by more than SPEED_TOLERANCE."""
-        return min(self.untolerant, self.untolerant_float64) < self.longest * (1 - SPEED_TOLERANCE)
+        return self.running_on < 1 - SPEED_TOLERANCE
 
     @property
     def precision_matters(self) -> bool:
         """Whether float64 comes closer than float32, both without tolerances, by more than SPEED_TOLERANCE."""
-        return self.untolerant_float64 < self.untolerant * (1 - SPEED_TOLERANCE)
+        return self.in_float64 < 1 - SPEED_TOLERANCE
 
     @property
     def gap_closed_by_running_on(self) -> float:
         """The share of the gap from the longest polish down to Brendel-Bethge that running on without tolerances
-        (float32, as the polish runs) closes."""
-        return (self.longest - self.untolerant) / (self.longest - self.walked)
+        (float32, as the polish runs) closes: the median over the photos."""
+        return self.gap_closed
 
     @property
     def another_basin(self) -> bool:
@@ -881,19 +889,26 @@ class PolishStop:
     @property
     def start_holds_it(self) -> bool:
         """Whether the polish from DDN's start, even without tolerances, stays farther than BB by more than SPEED_TOLERANCE."""
-        return min(self.untolerant, self.untolerant_float64) > self.walked * (1 + SPEED_TOLERANCE)
+        return self.held > 1 + SPEED_TOLERANCE
 
 
 def polish_stop(table: pd.DataFrame, start: str = f"{BB_START[0]}-{BB_START[1]}") -> PolishStop:
     """The rows of `polish_start_table` (bench_polish_start's labels) that say why the polish stops; KeyError if absent."""
-    ratio = table.set_index("start, then")["median ratio to the best row"]
+    rows = table.set_index("start, then")
+    ratio = rows["median ratio to the best row"]
+    photos = [c for c in rows.columns if c not in ("gradients / image", "median ratio to the best row")]
     polish_rows = sorted((r for r in ratio.index if r.startswith(f"{start} + polish-") and "," not in r),
                          key=lambda r: int(r.rsplit("-", 1)[1]))
     first, longest = polish_rows[0], polish_rows[-1]
     walked = f"{start} + BB-100"
-    return PolishStop(float(ratio[first]), float(ratio[longest]), float(ratio[f"{longest}, no stopping tolerances"]),
-                      float(ratio[f"{longest}, no stopping tolerances, float64"]), float(ratio[walked]),
-                      float(ratio[f"{walked} + polish-{first.rsplit('-', 1)[1]}"]))
+    untolerant, untolerant64 = f"{longest}, no stopping tolerances", f"{longest}, no stopping tolerances, float64"
+    d = {label: rows.loc[label, photos].to_numpy(dtype=float) for label in (longest, walked, untolerant, untolerant64)}
+    closer = np.minimum(d[untolerant], d[untolerant64])
+    return PolishStop(float(ratio[first]), float(ratio[longest]), float(ratio[untolerant]), float(ratio[untolerant64]),
+                      float(ratio[walked]), float(ratio[f"{walked} + polish-{first.rsplit('-', 1)[1]}"]),
+                      float(np.median(closer / d[longest])), float(np.median(d[untolerant64] / d[untolerant])),
+                      float(np.median((d[longest] - d[untolerant]) / (d[longest] - d[walked]))),
+                      float(np.median(closer / d[walked])))
 
 
 ALIGNMENT_SLACK = 0.05  # cosines within this of each other count as lined up equally well
@@ -957,6 +972,94 @@ def pockets(record: dict) -> Pockets:
                    float(np.median(basins["alignment"][polished])), float(np.median(basins["alignment"][walked])),
                    float(np.median(travel[polished])), float(np.median(travel[walked])),
                    int((travel[walked] > travel[polished]).sum()))
+
+
+WALKED = f"{BB_START[0]}-{BB_START[1]} + BB-100"  # polish_start.json's row the walks are measured against
+
+
+def _walk_reference(start_record: dict) -> np.ndarray:
+    if WALKED not in start_record.get("results", {}):
+        raise KeyError(f"polish_start.json has no {WALKED!r} row: run benchmarks/bench_polish_start.py")
+    return np.array(start_record["results"][WALKED]["distortion"], dtype=float)
+
+
+def walk_table(record: dict, start_record: dict) -> pd.DataFrame:
+    """bench_polish_walk's rows beside Brendel-Bethge from DDN's start: each photo's ratio to it, their median,
+    gradient evaluations per image at the end (the start's included) and the number of runs."""
+    if start_record.get("photos") != record.get("photos"):
+        raise ValueError("polish_walk.json and polish_start.json are on other photos: rerun both benchmarks")
+    reference = _walk_reference(start_record)
+    rows = [{"start, then": WALKED, **{photo: 1.0 for photo in record["photos"]}, "median ratio to Brendel-Bethge": 1.0,
+             "gradients / image": float(start_record["results"][WALKED]["gradients"]), "runs": math.nan}]
+    for label, entry in record["results"].items():
+        ratio = np.array(entry["distortion"], dtype=float) / reference
+        rows.append({"start, then": label, **dict(zip(record["photos"], ratio.tolist())),
+                     "median ratio to Brendel-Bethge": float(np.median(ratio)),
+                     "gradients / image": float(entry["trace"][-1]["gradients"]), "runs": len(entry["trace"])})
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class WalkVerdict:
+    """What the walk of polishes does on the validation photos, each a median ratio to Brendel-Bethge."""
+
+    from_ddn: float  # the walk from DDN-100's result
+    from_ddn_unpushed: float  # the same runs restarted from their own ends (step 0)
+    from_own: float  # the walk from the book's linearised start
+    from_own_unpushed: float
+    own_photos_far: int  # photos on which the walk from the book's own start ends farther than CLOSE_ENOUGH x BB's
+
+    @property
+    def push_matters(self) -> bool:
+        """Whether restarting past each end ends more than SPEED_TOLERANCE closer than restarting at it, from both starts."""
+        return (self.from_ddn_unpushed - self.from_ddn > SPEED_TOLERANCE
+                and self.from_own_unpushed - self.from_own > SPEED_TOLERANCE)
+
+    @property
+    def reaches_walker(self) -> bool:
+        """Whether the walk from DDN's start ends within CLOSE_ENOUGH of Brendel-Bethge from the same start."""
+        return self.from_ddn <= CLOSE_ENOUGH
+
+    @property
+    def own_reaches_walker(self) -> bool:
+        """Whether the walk from the book's own start does."""
+        return self.from_own <= CLOSE_ENOUGH
+
+
+def walk_verdict(table: pd.DataFrame) -> WalkVerdict:
+    """The four walks of `walk_table` read as a `WalkVerdict`."""
+    rows = table.set_index("start, then")
+    ratio = rows["median ratio to Brendel-Bethge"]
+    photos = [c for c in rows.columns if c not in ("median ratio to Brendel-Bethge", "gradients / image", "runs")]
+    ddn = f"{BB_START[0]}-{BB_START[1]} + walk"
+    own = rows.loc["linearised + walk", photos].to_numpy(dtype=float)
+    return WalkVerdict(float(ratio[ddn]), float(ratio[f"{ddn}, step 0"]), float(ratio["linearised + walk"]),
+                       float(ratio["linearised + walk, step 0"]), int((own > CLOSE_ENOUGH).sum()))
+
+
+def walk_plot(record: dict, start_record: dict, ceiling: float = 1.5):
+    """Median distortion / Brendel-Bethge's after each run of every walk, against gradient evaluations per image."""
+    import matplotlib.pyplot as plt
+
+    reference = _walk_reference(start_record)
+    fig, ax = plt.subplots(figsize=(6.2, 3.4), layout="constrained")
+    styles = {"linearised": "tab:brown", BB_START[0]: "tab:blue"}
+    for label, entry in record["results"].items():
+        points = [(t["gradients"], float(np.median(np.array(t["distortion"], dtype=float) / reference)))
+                  for t in entry["trace"]]
+        points = [(g, v) for g, v in points if np.isfinite(v) and v <= ceiling]
+        ax.plot(*zip(*points), "-" if "step 0" not in label else "--", color=styles[label.split("-")[0].split(" ")[0]],
+                marker="." if "step 0" not in label else None, ms=4, lw=1, label=label)
+    bb = start_record["results"][WALKED]
+    ax.plot(bb["gradients"], 1.0, MARKERS["BB"], color=COLORS["BB"], ms=7, label=WALKED, ls="none")
+    ax.axhline(1.0, color="black", lw=0.5, ls=":")
+    ax.axhline(CLOSE_ENOUGH, color="gray", lw=0.5, ls="--")
+    ax.set_ylim(0.97, ceiling)
+    ax.set_xlabel("gradient evaluations / image", fontsize=9)
+    ax.set_ylabel("distortion / Brendel-Bethge's (median)", fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.legend(fontsize=7, frameon=False)
+    return fig
 
 
 def improving_runs(result: PeerResult) -> np.ndarray:

@@ -323,6 +323,22 @@ def test_polish_stop_reads_the_tolerance_and_basin_rows():
     assert both.gap_closed_by_running_on == pytest.approx(0.6)
 
 
+def test_polish_stop_compares_photo_by_photo():
+    sharp = {"photos": ["a", "b", "c"], "results": {peers.sharp_key(0.01, False): {
+        "ostrich": {"distortion": [0.004] * 3, "gradients": 1000.0}}}}
+    rows = {"DDN-100": [1.2] * 3, "DDN-100 + polish-100": [1.03, 1.02, 1.03],
+            "DDN-100 + polish-300": [1.03, 1.01, 1.02],  # median ratio 1.02
+            "DDN-100 + BB-100": [1.0, 1.0, 1.0],
+            "DDN-100 + polish-300, no stopping tolerances": [1.0, 1.01, 1.02],  # median 1.01, yet closer on one photo only
+            "DDN-100 + polish-300, no stopping tolerances, float64": [1.0, 1.01, 1.02],
+            "DDN-100 + BB-100 + polish-100": [0.99] * 3}
+    record = {"photos": ["a", "b", "c"], "results": {k: {"distortion": v, "gradients": 100.0} for k, v in rows.items()}}
+    stop = peers.polish_stop(peers.polish_start_table(record, sharp))
+    assert stop.untolerant < stop.longest * (1 - peers.SPEED_TOLERANCE)  # the medians alone would say it matters
+    assert stop.running_on == pytest.approx(1.0) and not stop.stopping_rule_matters
+    assert stop.gap_closed_by_running_on == pytest.approx(0.0) and stop.held == pytest.approx(1.01)
+
+
 def test_segment_margins_against_the_linear_margin_by_hand():
     weight = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2, 2, bias=False))
@@ -357,3 +373,30 @@ def test_pockets_reads_the_basins_entry():
     del record["basins"]["travel"]
     with pytest.raises(KeyError, match="travel"):
         peers.pockets(record)
+
+
+def test_walk_table_and_verdict_read_made_up_records():
+    start = {"photos": ["a", "b"], "results": {peers.WALKED: {"distortion": [1.0, 2.0], "gradients": 200.0}}}
+    trace = lambda d, g: [{"distortion": [None, None], "gradients": g / 2}, {"distortion": d, "gradients": g}]
+    record = {"photos": ["a", "b"], "results": {
+        "DDN-100 + walk": {"distortion": [0.99, 2.0], "trace": trace([0.99, 2.0], 300.0)},
+        "DDN-100 + walk, step 0": {"distortion": [1.02, 2.06], "trace": trace([1.02, 2.06], 300.0)},
+        "linearised + walk": {"distortion": [1.0, 2.2], "trace": trace([1.0, 2.2], 500.0)},
+        "linearised + walk, step 0": {"distortion": [1.2, 2.4], "trace": trace([1.2, 2.4], 500.0)}}}
+    table = peers.walk_table(record, start)
+    ratio = table.set_index("start, then")["median ratio to Brendel-Bethge"]
+    assert ratio[peers.WALKED] == 1.0 and ratio["DDN-100 + walk"] == pytest.approx(0.995)
+    assert table.set_index("start, then").loc["linearised + walk", "gradients / image"] == 500.0
+    assert table.set_index("start, then").loc["linearised + walk", "b"] == pytest.approx(1.1)
+    verdict = peers.walk_verdict(table)
+    assert verdict.reaches_walker and not verdict.own_reaches_walker and verdict.push_matters
+    assert verdict.from_own == pytest.approx(1.05) and verdict.own_photos_far == 1
+    record["results"]["linearised + walk, step 0"]["distortion"] = [1.0, 2.2]
+    assert not peers.walk_verdict(peers.walk_table(record, start)).push_matters
+    with pytest.raises(ValueError, match="photos"):
+        peers.walk_table(record, {**start, "photos": ["c", "d"]})
+    with pytest.raises(KeyError, match="bench_polish_start"):
+        peers.walk_table(record, {"photos": ["a", "b"], "results": {}})
+    import matplotlib
+    matplotlib.use("Agg")
+    assert peers.walk_plot(record, start).axes

@@ -1,0 +1,69 @@
+"""lib.polish_walk: the walk of restarted polishes against the exact minimum of linear models, and its bad input."""
+import math
+
+import pytest
+import torch
+
+from lib import polish_walk as pw
+from lib.attack import distortion, predict
+from lib.attack_reference import exact_min_distortion_linear
+from stand_ins import correctly_classified, models, one_cpu_thread, random_linear, runner_up  # noqa: F401 (fixtures)
+
+
+def far_start(model, x, target):
+    """An adversarial but far start: x pushed hard along the target's weight row minus its label's (linear model)."""
+    weight = model[-1].weight
+    direction = (weight[target] - weight[predict(model, x)]).view_as(x).sign()
+    for scale in (0.1, 0.2, 0.4, 0.8, 1.0):
+        start = (x + scale * direction).clamp(0, 1)
+        if (predict(model, start) == target).all():
+            return start
+    raise AssertionError("no adversarial start along the sign direction")
+
+
+def test_walk_reaches_the_exact_minimum_of_linear_models():
+    for seed in range(3):
+        model = random_linear(784, 10, torch.Generator().manual_seed(seed))
+        x = torch.rand(12, 1, 28, 28, generator=torch.Generator().manual_seed(20 + seed))
+        target = runner_up(model, x)
+        start = far_start(model, x, target)
+        walked = pw.polish_walk(model, x, start, target, rounds=4)
+        exact = exact_min_distortion_linear(model, x, target).distortion
+        result = walked.result
+        assert result.success.all() and torch.equal(predict(model, result.x_adv), target)
+        assert (result.distortion <= distortion(x, start) + 1e-7).all()  # never farther than the start
+        ratio = result.distortion / exact
+        assert ratio.min() > 1 - 1e-4 and ratio.mean() <= 1.01, (ratio.min(), ratio.mean())
+        assert len(walked.trace) == 5 and all((a >= b).all() for a, b in zip(walked.trace, walked.trace[1:]))
+
+
+def test_walk_keeps_failed_starts_and_reports_each_run(models):
+    model = models["mlp"]
+    x, _ = correctly_classified(model, 6, seed=3)
+    target = runner_up(model, x)
+    seen = []
+    walked = pw.from_linearised(model, x, target, rounds=2, iterations=10, on_run=seen.append)
+    assert len(seen) == 3 and walked.result.success.all()
+    start = x.clone()  # x itself is not adversarial: nothing to walk from
+    kept = pw.polish_walk(model, x, start, target, rounds=1, iterations=5).result
+    assert not kept.success.any() and torch.equal(kept.x_adv, start)
+    assert math.isinf(pw.polish_walk(model, x, start, target, rounds=0, iterations=5).trace[0][0])
+
+
+@pytest.mark.parametrize("options, match", [({"step": -1.0}, "step"), ({"step": math.nan}, "step"),
+                                            ({"rounds": -1}, "rounds"), ({"rounds": 1.5}, "rounds"),
+                                            ({"iterations": 0}, "max_iter|iterations")])
+def test_walk_refuses_bad_options(models, options, match):
+    model = models["linear"]
+    x, _ = correctly_classified(model, 2, seed=1)
+    with pytest.raises(ValueError, match=match):
+        pw.polish_walk(model, x, x, runner_up(model, x), **options)
+
+
+def test_walk_refuses_a_start_of_another_shape(models):
+    model = models["linear"]
+    x, _ = correctly_classified(model, 2, seed=1)
+    with pytest.raises(ValueError, match="x_start"):
+        pw.polish_walk(model, x, x[:1], runner_up(model, x))
+    with pytest.raises(ValueError, match="linear_steps"):
+        pw.from_linearised(model, x, runner_up(model, x), linear_steps=0)
