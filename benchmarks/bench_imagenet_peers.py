@@ -34,7 +34,7 @@ from lib import attack, fast_attack, findings, imagenet, natural_images, peers, 
 
 def plan(methods: list[str]) -> list[tuple[str, int]]:
     """The (method, budget) pairs, DDN before Brendel-Bethge (its start)."""
-    order = [peers.OURS, peers.SHARP, peers.FAST, "DDN", "BB", "C&W", "FMN", peers.FMN_FIXED]
+    order = [peers.OURS, peers.SHARP, peers.FAST, peers.WALK, "DDN", "BB", "C&W", "FMN", peers.FMN_FIXED]
     return [(m, b) for m in order if m in methods for b in peers.IMAGENET_BUDGETS.get(m, ())]
 
 

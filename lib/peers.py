@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from . import DATA_DIR, lbfgsb, one_thread, paper
+from . import DATA_DIR, lbfgsb, one_thread, paper, polish_walk
 from .attack import AttackResult, VERSION, distortion, lbfgs_attack, logit_margin, min_distortion, predict
 from .fast_attack import VERSION as FAST_VERSION, fast_attack
 from .data import atomic_write_bytes, load_mnist, subset_indices
@@ -51,7 +51,8 @@ OURS, EXACT = "ours", "exact QP"
 FAST = "ours-fast"  # lib.fast_attack; its budget is the polish's L-BFGS iterations
 SHARP = "ours-sharp"  # lib.attack with SHARP_OPTIONS: the same c search on the sharpened cross-entropy
 SHARP_OPTIONS = {"loss": "sharp", "warm_start": False}  # chosen by benchmarks/bench_sharp_temperature.py
-OWN = (OURS, SHARP, FAST, EXACT)  # not peers: the best peer is taken over the other methods
+WALK = "ours-walk"  # lib.polish_walk from the linearised start; its budget is the walk's L-BFGS runs
+OWN = (OURS, SHARP, FAST, WALK, EXACT)  # not peers: the best peer is taken over the other methods
 SEARCH_OPTIONS = {OURS: {}, SHARP: SHARP_OPTIONS}  # the options of attack.lbfgs_attack behind each of ours
 SPEED_FACTOR = 2.0  # the book's target: the fast attack >= 2x faster than DDN at the same distortion
 FMN_FIXED = "FMN*"  # Foolbox's L2 FMN with the projection onto the epsilon ball that its code leaves out
@@ -71,6 +72,9 @@ METHODS = {  # one sentence each, for the chapter
     FAST: "this book's `lib.fast_attack`: the same box-constrained L-BFGS on the same penalty problem, run once "
           "from a boundary point found by linearised (DeepFool) steps, with c from the constraint's multiplier; "
           "budget = the L-BFGS run's iterations.",
+    WALK: "this book's `lib.polish_walk`: the attack's polish (box-constrained L-BFGS on the same penalty problem) "
+          "run again and again, each run restarted past the last one's end, from the linearised start; "
+          "budget = L-BFGS runs of 20 iterations.",
     "DDN": "Decoupled Direction and Norm (Rony et al., CVPR 2019; Foolbox 3): gradient steps on the cross-entropy, "
            "projected onto an L2 sphere whose radius shrinks 5% after an adversarial iterate and grows otherwise.",
     "C&W": "Carlini & Wagner L2 (IEEE S&P 2017; Foolbox 3): Adam on ||r||² + c·max(logit margin, 0) in tanh "
@@ -87,7 +91,7 @@ METHODS = {  # one sentence each, for the chapter
 }
 IMAGENET_NETWORK = "efficientnet-lite0"  # the network of the ImageNet comparison
 IMAGENET_DIR = RESULTS_DIR / "imagenet"
-IMAGENET_BUDGETS: dict[str, tuple[int, ...]] = {OURS: (10,), SHARP: (10,), FAST: (20,), "DDN": (100, 300, 1000), "BB": (100,),
+IMAGENET_BUDGETS: dict[str, tuple[int, ...]] = {OURS: (10,), SHARP: (10,), FAST: (20,), WALK: (21,), "DDN": (100, 300, 1000), "BB": (100,),
                                                 "C&W": (100,), "FMN": (300,), FMN_FIXED: (300,)}
 BUDGETS: dict[str, tuple[int, ...]] = {OURS: (10,), SHARP: (10,), FAST: (5, 10, 20, 40, 80), "DDN": (10, 30, 100, 300, 1000),
                                        "C&W": (100, 1000),
@@ -248,7 +252,8 @@ def run_fast(model: nn.Module, name: str, x: Tensor, y: Tensor, images: np.ndarr
 
 def run_own(model: nn.Module, name: str, x: Tensor, target: Tensor, images: np.ndarray, method: str, budget: int,
             rule: str) -> tuple[PeerResult, Tensor]:
-    """Ours (`lbfgs_attack`, budget = c steps) or ours-fast (budget = polish steps) towards given targets; x_adv too."""
+    """Ours (`lbfgs_attack`, budget = c steps), ours-fast (budget = polish steps) or ours-walk (budget = runs)
+    towards given targets; x_adv too."""
     trace: list[tuple[float, list[float]]] = []
 
     def record(m: CountingModel) -> Callable[[AttackResult], None]:
@@ -262,8 +267,13 @@ def run_own(model: nn.Module, name: str, x: Tensor, target: Tensor, images: np.n
         run = lambda m: lbfgs_attack(m, x, target, c_steps=budget, on_step=record(m), **options)  # noqa: E731
     elif method == FAST:
         run = lambda m: fast_attack(m, x, target, polish_steps=budget)  # noqa: E731
+    elif method == WALK:
+        def run(m: CountingModel) -> AttackResult:
+            on_run = lambda best: trace.append((m.gradient_evaluations / len(x),  # noqa: E731
+                                                _round(best.double().cpu().numpy())))
+            return polish_walk.from_linearised(m, x, target, rounds=budget - 1, on_run=on_run).result
     else:
-        raise ValueError(f"run_own runs {OURS!r}, {SHARP!r} or {FAST!r}, got {method!r}")
+        raise ValueError(f"run_own runs {OURS!r}, {SHARP!r}, {FAST!r} or {WALK!r}, got {method!r}")
     result, cost = _timed(model, run, len(x))
     dist, success = measure(model, x, result.x_adv, target)
     found = _result(method, budget, name, rule, dist, success, cost, images)
@@ -749,9 +759,9 @@ def fast_finding(name: str, group: Sequence[PeerResult]) -> Finding:
 # The picture
 # ----------------------------------------------------------------------------------------------
 
-COLORS = {OURS: "black", SHARP: "tab:brown", FAST: "tab:olive", "DDN": "tab:blue", "C&W": "tab:orange", "BB": "tab:green",
+COLORS = {OURS: "black", SHARP: "tab:brown", FAST: "tab:olive", WALK: "tab:cyan", "DDN": "tab:blue", "C&W": "tab:orange", "BB": "tab:green",
           "FMN": "tab:red", FMN_FIXED: "tab:pink", "FAB": "tab:purple", EXACT: "tab:gray"}
-MARKERS = {OURS: "*", SHARP: "p", FAST: "P", "DDN": "o", "C&W": "s", "BB": "D", "FMN": "v", FMN_FIXED: "<", "FAB": "^", EXACT: "X"}
+MARKERS = {OURS: "*", SHARP: "p", FAST: "P", WALK: "h", "DDN": "o", "C&W": "s", "BB": "D", "FMN": "v", FMN_FIXED: "<", "FAB": "^", EXACT: "X"}
 
 
 def plot(results: Sequence[PeerResult], models: Sequence[str] | None = None, ceiling: float = 1.10):
@@ -799,7 +809,7 @@ def plot(results: Sequence[PeerResult], models: Sequence[str] | None = None, cei
         ax.set_xlabel("seconds / image (log)", fontsize=7)
         ax.set_ylabel("distortion / ours (median)", fontsize=7)
     legend = axes[len(models)]
-    for method in METHODS:
+    for method in [m for m in METHODS if any(r.method == m for r in results)]:
         legend.plot([], [], MARKERS[method], color=COLORS[method], ls="-", label=method)
     legend.plot([], [], "o", color="gray", markerfacecolor="none", ls="", label="missed some targets")
     legend.legend(loc="center", fontsize=8, frameon=False)
@@ -1103,7 +1113,7 @@ def _gradient_match(group: Sequence[PeerResult], result: PeerResult) -> tuple[bo
 def imagenet_findings(runs: Sequence[PeerRun]) -> list[Finding]:
     """The targets of the ImageNet comparison, for ours and ours-fast: distortion near the best peer, and passes."""
     found = []
-    for method in (OURS, SHARP, FAST):
+    for method in (OURS, SHARP, FAST, WALK):
         if not all(_one(run.results, method) and best_peer_exists(run.results) for run in runs):
             continue
         ratios = {run.rule: _median_to_best_peer(run.results, _one(run.results, method)) for run in runs}
