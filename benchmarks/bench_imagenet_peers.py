@@ -33,8 +33,8 @@ from lib import attack, fast_attack, findings, imagenet, natural_images, peers, 
 
 
 def plan(methods: list[str]) -> list[tuple[str, int]]:
-    """The (method, budget) pairs, DDN before Brendel-Bethge (its start)."""
-    order = [peers.OURS, peers.SHARP, peers.FAST, peers.WALK, "DDN", "BB", "C&W", "FMN", peers.FMN_FIXED]
+    """The (method, budget) pairs, DDN before Brendel-Bethge and DDN+walk (its start)."""
+    order = [peers.OURS, peers.SHARP, peers.FAST, peers.WALK, "DDN", "BB", peers.WALK_DDN, "C&W", "FMN", peers.FMN_FIXED]
     return [(m, b) for m in order if m in methods for b in peers.IMAGENET_BUDGETS.get(m, ())]
 
 
@@ -87,20 +87,22 @@ def run_rule(network: str, rule: str, names: list[str], methods: list[str], bar:
     for method, budget in todo:
         bar.set_description(f"{network} {rule} {method}-{budget}")
         start, start_cost = None, None
-        if method == "BB":
+        if method in ("BB", peers.WALK_DDN):
             if peers.BB_START not in starts:  # DDN-100 ran in an earlier session: recompute its images
                 result, x_adv = peers.run_peer(model, network, x, target, images, *peers.BB_START, rule=rule)
                 starts[peers.BB_START] = (x_adv, result.cost)
             start, start_cost = starts[peers.BB_START]
         if method not in warmed:  # one photo, untimed: numba compiles, the allocator grows
             if method in peers.OWN:
-                peers.run_own(model, network, x[:1], target[:1], images[:1], method, 1, rule)
+                peers.run_own(model, network, x[:1], target[:1], images[:1], method, 1, rule,
+                              start=None if start is None else start[:1])
             else:
                 peers.run_peer(model, network, x[:1], target[:1], images[:1], method, min(peers.IMAGENET_BUDGETS[method]),
                                start=None if start is None else start[:1], rule=rule)
             warmed.add(method)
         if method in peers.OWN:
-            result, x_adv = peers.run_own(model, network, x, target, images, method, budget, rule)
+            result, x_adv = peers.run_own(model, network, x, target, images, method, budget, rule, start=start,
+                                          start_cost=start_cost)
         else:
             result, x_adv = peers.run_peer(model, network, x, target, images, method, budget, start=start,
                                            start_cost=start_cost, rule=rule)

@@ -1,4 +1,4 @@
-"""The attack since 2013: ours and ours-fast beside Foolbox 3 (DDN, Brendel-Bethge, C&W, FMN) and torchattacks (FAB).
+"""The attack since 2013: ours, ours-fast and the walk of polishes beside Foolbox 3 (DDN, Brendel-Bethge, C&W, FMN) and torchattacks (FAB).
 
     python benchmarks/bench_peers.py [--images 100] [--conv-images 100] [--models NAME ...] [--fresh] [--device cuda]
 
@@ -38,8 +38,9 @@ SEED = 0
 
 
 def plan(name: str, budgets: dict[str, tuple[int, ...]]) -> list[tuple[str, int]]:
-    """The (method, budget) pairs run on a model: ours first, DDN before Brendel-Bethge (its start)."""
-    order = [peers.OURS, peers.SHARP, peers.FAST, "DDN", "BB", "C&W", "FMN", peers.FMN_FIXED, "FAB", peers.EXACT]
+    """The (method, budget) pairs run on a model: ours first, DDN before Brendel-Bethge and DDN+walk (its start)."""
+    order = [peers.OURS, peers.SHARP, peers.FAST, peers.WALK, "DDN", "BB", peers.WALK_DDN, "C&W", "FMN", peers.FMN_FIXED,
+             "FAB", peers.EXACT]
     pairs = [(m, b) for m in order for b in budgets.get(m, ())]
     if name not in peers.LINEAR_MODELS:
         pairs = [(m, b) for m, b in pairs if m != peers.EXACT]
@@ -99,10 +100,11 @@ def run_model(name: str, requested: int, budgets: dict, bar: tqdm, fresh: bool, 
     for method, budget in todo:
         bar.set_description(f"{name} {method}-{budget}")
         start, start_cost = None, None
-        if method == "BB":
+        if method in ("BB", peers.WALK_DDN):
             start = adversarial.get(peers.BB_START)
             if start is None:  # DDN-100 ran in an earlier session: recompute its images (untimed)
                 _, start = peers.run_peer(model, name, x, target, run.images, *peers.BB_START)
+                adversarial[peers.BB_START] = start
             start_cost = next(r for r in run.results if (r.method, r.budget) == peers.BB_START).cost
         if method not in warmed:
             if method == peers.EXACT:
@@ -111,6 +113,9 @@ def run_model(name: str, requested: int, budgets: dict, bar: tqdm, fresh: bool, 
                 peers.run_ours(model, name, x[:2], y[:2], run.images[:2], method=peers.SHARP)
             elif method == peers.FAST:
                 peers.run_fast(model, name, x[:2], y[:2], run.images[:2], target[:2], min(budgets[method]))
+            elif method in (peers.WALK, peers.WALK_DDN):
+                peers.run_own(model, name, x[:2], target[:2], run.images[:2], method, 1, peers.RULE,
+                              start=None if start is None else start[:2])
             else:
                 peers.run_peer(model, name, x[:2], target[:2], run.images[:2], method, min(budgets[method]),
                                start=None if start is None else start[:2])
@@ -123,6 +128,9 @@ def run_model(name: str, requested: int, budgets: dict, bar: tqdm, fresh: bool, 
                 raise RuntimeError(f"{name}: ours-sharp chose other runner-up labels than the saved targets")
         elif method == peers.FAST:
             result = peers.run_fast(model, name, x, y, run.images, target, budget)
+        elif method in (peers.WALK, peers.WALK_DDN):
+            result, _ = peers.run_own(model, name, x, target, run.images, method, budget, peers.RULE, start=start,
+                                      start_cost=start_cost)
         else:
             result, x_adv = peers.run_peer(model, name, x, target, run.images, method, budget, start=start,
                                            start_cost=start_cost)

@@ -52,7 +52,8 @@ FAST = "ours-fast"  # lib.fast_attack; its budget is the polish's L-BFGS iterati
 SHARP = "ours-sharp"  # lib.attack with SHARP_OPTIONS: the same c search on the sharpened cross-entropy
 SHARP_OPTIONS = {"loss": "sharp", "warm_start": False}  # chosen by benchmarks/bench_sharp_temperature.py
 WALK = "ours-walk"  # lib.polish_walk from the linearised start; its budget is the walk's L-BFGS runs
-OWN = (OURS, SHARP, FAST, WALK, EXACT)  # not peers: the best peer is taken over the other methods
+WALK_DDN = "DDN+walk"  # lib.polish_walk from DDN-100's result, the start Brendel-Bethge gets; budget: L-BFGS runs
+OWN = (OURS, SHARP, FAST, WALK, WALK_DDN, EXACT)  # not peers: the best peer is taken over the other methods
 SEARCH_OPTIONS = {OURS: {}, SHARP: SHARP_OPTIONS}  # the options of attack.lbfgs_attack behind each of ours
 SPEED_FACTOR = 2.0  # the book's target: the fast attack >= 2x faster than DDN at the same distortion
 FMN_FIXED = "FMN*"  # Foolbox's L2 FMN with the projection onto the epsilon ball that its code leaves out
@@ -75,6 +76,8 @@ METHODS = {  # one sentence each, for the chapter
     WALK: "this book's `lib.polish_walk`: the attack's polish (box-constrained L-BFGS on the same penalty problem) "
           "run again and again, each run restarted past the last one's end, from the linearised start; "
           "budget = L-BFGS runs of 20 iterations.",
+    WALK_DDN: f"the same walk from {BB_START[0]}-{BB_START[1]}'s result, the start Brendel-Bethge gets (its passes "
+              "included): the book's solver, a peer's start; budget = L-BFGS runs of 20 iterations.",
     "DDN": "Decoupled Direction and Norm (Rony et al., CVPR 2019; Foolbox 3): gradient steps on the cross-entropy, "
            "projected onto an L2 sphere whose radius shrinks 5% after an adversarial iterate and grows otherwise.",
     "C&W": "Carlini & Wagner L2 (IEEE S&P 2017; Foolbox 3): Adam on ||r||² + c·max(logit margin, 0) in tanh "
@@ -91,9 +94,11 @@ METHODS = {  # one sentence each, for the chapter
 }
 IMAGENET_NETWORK = "efficientnet-lite0"  # the network of the ImageNet comparison
 IMAGENET_DIR = RESULTS_DIR / "imagenet"
-IMAGENET_BUDGETS: dict[str, tuple[int, ...]] = {OURS: (10,), SHARP: (10,), FAST: (20,), WALK: (21,), "DDN": (100, 300, 1000), "BB": (100,),
+IMAGENET_BUDGETS: dict[str, tuple[int, ...]] = {OURS: (10,), SHARP: (10,), FAST: (20,), WALK: (21,), WALK_DDN: (21,),
+                                                "DDN": (100, 300, 1000), "BB": (100,),
                                                 "C&W": (100,), "FMN": (300,), FMN_FIXED: (300,)}
-BUDGETS: dict[str, tuple[int, ...]] = {OURS: (10,), SHARP: (10,), FAST: (5, 10, 20, 40, 80), "DDN": (10, 30, 100, 300, 1000),
+BUDGETS: dict[str, tuple[int, ...]] = {OURS: (10,), SHARP: (10,), FAST: (5, 10, 20, 40, 80), WALK: (21,), WALK_DDN: (21,),
+                                       "DDN": (10, 30, 100, 300, 1000),
                                        "C&W": (100, 1000),
                                        "BB": (100, 1000), "FMN": (100, 1000), FMN_FIXED: (100, 1000),
                                        "FAB": (10, 100), EXACT: (0,)}
@@ -251,9 +256,12 @@ def run_fast(model: nn.Module, name: str, x: Tensor, y: Tensor, images: np.ndarr
 
 
 def run_own(model: nn.Module, name: str, x: Tensor, target: Tensor, images: np.ndarray, method: str, budget: int,
-            rule: str) -> tuple[PeerResult, Tensor]:
-    """Ours (`lbfgs_attack`, budget = c steps), ours-fast (budget = polish steps) or ours-walk (budget = runs)
-    towards given targets; x_adv too."""
+            rule: str, start: Tensor | None = None, start_cost: Cost | None = None) -> tuple[PeerResult, Tensor]:
+    """Ours (`lbfgs_attack`, budget = c steps), ours-fast (budget = polish steps), ours-walk or DDN+walk (budget =
+    runs; DDN+walk from `start`, whose `start_cost` is added) towards given targets; x_adv too."""
+    if method == WALK_DDN and start is None:
+        raise ValueError(f"{WALK_DDN} needs a starting point per image (start=): {BB_START[0]}-{BB_START[1]}'s result")
+    before = start_cost or Cost(0.0, 0.0, 0.0)
     trace: list[tuple[float, list[float]]] = []
 
     def record(m: CountingModel) -> Callable[[AttackResult], None]:
@@ -267,16 +275,20 @@ def run_own(model: nn.Module, name: str, x: Tensor, target: Tensor, images: np.n
         run = lambda m: lbfgs_attack(m, x, target, c_steps=budget, on_step=record(m), **options)  # noqa: E731
     elif method == FAST:
         run = lambda m: fast_attack(m, x, target, polish_steps=budget)  # noqa: E731
-    elif method == WALK:
+    elif method in (WALK, WALK_DDN):
         def run(m: CountingModel) -> AttackResult:
-            on_run = lambda best: trace.append((m.gradient_evaluations / len(x),  # noqa: E731
+            on_run = lambda best: trace.append((before.gradients + m.gradient_evaluations / len(x),  # noqa: E731
                                                 _round(best.double().cpu().numpy())))
-            return polish_walk.from_linearised(m, x, target, rounds=budget - 1, on_run=on_run).result
+            if method == WALK:
+                return polish_walk.from_linearised(m, x, target, rounds=budget - 1, on_run=on_run).result
+            return polish_walk.polish_walk(m, x, start, target, rounds=budget - 1, on_run=on_run).result
     else:
-        raise ValueError(f"run_own runs {OURS!r}, {SHARP!r}, {FAST!r} or {WALK!r}, got {method!r}")
+        raise ValueError(f"run_own runs {OURS!r}, {SHARP!r}, {FAST!r}, {WALK!r} or {WALK_DDN!r}, got {method!r}")
     result, cost = _timed(model, run, len(x))
+    cost = Cost(cost.seconds + before.seconds, cost.gradients + before.gradients, cost.forwards + before.forwards)
     dist, success = measure(model, x, result.x_adv, target)
-    found = _result(method, budget, name, rule, dist, success, cost, images)
+    note = f"started from {BB_START[0]}-{BB_START[1]} (its time and passes included)" if method == WALK_DDN else ""
+    found = _result(method, budget, name, rule, dist, success, cost, images, note)
     found.trace = trace
     return found, result.x_adv
 
@@ -708,6 +720,49 @@ def fast_table(results: Sequence[PeerResult], models: Sequence[str] = SPEED_MODE
     return pd.DataFrame(rows)
 
 
+def walk_mnist_table(results: Sequence[PeerResult]) -> pd.DataFrame:
+    """Per model: the median ratio to the best peer and the gradient evaluations per image of ours and both walks."""
+    rows = []
+    for name, group in _by_model(results).items():
+        found = {m: _one(group, m) for m in (OURS, WALK, WALK_DDN)}
+        if not all(found.values()) or not best_peer_exists(group):
+            continue
+        row = {"model": name}
+        row.update({f"{m}: ratio to best peer": _median_to_best_peer(group, r) for m, r in found.items()})
+        row.update({f"{m}: gradients / image": r.gradients for m, r in found.items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class WalkOnMnist:
+    """What `walk_mnist_table` says: the walks against ours, model by model."""
+
+    table: pd.DataFrame
+
+    def _ratios(self, method: str) -> pd.Series:
+        return self.table[f"{method}: ratio to best peer"]
+
+    @property
+    def farther(self) -> list[str]:
+        """Models on which either walk ends more than SPEED_TOLERANCE farther than ours (median ratios)."""
+        ours = self._ratios(OURS)
+        worse = (self._ratios(WALK) > ours * (1 + SPEED_TOLERANCE)) | (self._ratios(WALK_DDN) > ours * (1 + SPEED_TOLERANCE))
+        return self.table["model"][worse].tolist()
+
+    @property
+    def closer(self) -> list[str]:
+        """Models on which both walks end closer than ours (median ratios, any margin)."""
+        ours = self._ratios(OURS)
+        better = (self._ratios(WALK) < ours) & (self._ratios(WALK_DDN) < ours)
+        return self.table["model"][better].tolist()
+
+    def gradient_factor(self, method: str) -> tuple[float, float]:
+        """(lowest, highest) over the models of the walk's gradient evaluations per image / ours'."""
+        factor = self.table[f"{method}: gradients / image"] / self.table[f"{OURS}: gradients / image"]
+        return float(factor.min()), float(factor.max())
+
+
 def gradient_change_table(models: Sequence[str] = ("N100-100-10", "AE400-10", "Conv"), images: int = 20,
                           scales: Sequence[float] = (0.001, 0.01, 0.1), seed: int = 0) -> pd.DataFrame:
     """Per model, the median turn of the margin's gradient near the fast attack's results (`gradient_change`).
@@ -759,9 +814,9 @@ def fast_finding(name: str, group: Sequence[PeerResult]) -> Finding:
 # The picture
 # ----------------------------------------------------------------------------------------------
 
-COLORS = {OURS: "black", SHARP: "tab:brown", FAST: "tab:olive", WALK: "tab:cyan", "DDN": "tab:blue", "C&W": "tab:orange", "BB": "tab:green",
+COLORS = {OURS: "black", SHARP: "tab:brown", FAST: "tab:olive", WALK: "tab:cyan", WALK_DDN: "tab:pink", "DDN": "tab:blue", "C&W": "tab:orange", "BB": "tab:green",
           "FMN": "tab:red", FMN_FIXED: "tab:pink", "FAB": "tab:purple", EXACT: "tab:gray"}
-MARKERS = {OURS: "*", SHARP: "p", FAST: "P", WALK: "h", "DDN": "o", "C&W": "s", "BB": "D", "FMN": "v", FMN_FIXED: "<", "FAB": "^", EXACT: "X"}
+MARKERS = {OURS: "*", SHARP: "p", FAST: "P", WALK: "h", WALK_DDN: "H", "DDN": "o", "C&W": "s", "BB": "D", "FMN": "v", FMN_FIXED: "<", "FAB": "^", EXACT: "X"}
 
 
 def plot(results: Sequence[PeerResult], models: Sequence[str] | None = None, ceiling: float = 1.10):
@@ -1113,7 +1168,7 @@ def _gradient_match(group: Sequence[PeerResult], result: PeerResult) -> tuple[bo
 def imagenet_findings(runs: Sequence[PeerRun]) -> list[Finding]:
     """The targets of the ImageNet comparison, for ours and ours-fast: distortion near the best peer, and passes."""
     found = []
-    for method in (OURS, SHARP, FAST, WALK):
+    for method in (OURS, SHARP, FAST, WALK, WALK_DDN):
         if not all(_one(run.results, method) and best_peer_exists(run.results) for run in runs):
             continue
         ratios = {run.rule: _median_to_best_peer(run.results, _one(run.results, method)) for run in runs}

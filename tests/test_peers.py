@@ -180,6 +180,23 @@ def test_passes_are_counted_for_ours_and_a_peer_and_ddn_makes_one_gradient_per_s
     assert ours.trace[-1][1] == pytest.approx(ours.distortion.tolist(), rel=1e-5)
 
 
+def test_walk_from_ddn_adds_its_start_and_never_ends_farther_than_it():
+    pytest.importorskip("foolbox")
+    model = random_linear(784, 10, torch.Generator().manual_seed(2))
+    x, _ = fixed_subset(4, train=False, seed=5)
+    target = runner_up(model, x)
+    with pytest.raises(ValueError, match="starting point"):
+        peers.run_own(model, "random-linear", x, target, np.arange(4), peers.WALK_DDN, 3, "runner-up")
+    ddn, start = peers.run_peer(model, "random-linear", x, target, np.arange(4), *peers.BB_START)
+    walked, _ = peers.run_own(model, "random-linear", x, target, np.arange(4), peers.WALK_DDN, 3, "runner-up",
+                              start=start, start_cost=ddn.cost)
+    assert walked.success.all() and (walked.distortion <= ddn.distortion * (1 + 1e-6)).all()
+    exact = exact_min_distortion_linear(model, x, target).distortion.double().numpy()
+    assert (walked.distortion / exact).max() < 1.01  # linear: the walk's polishes reach the exact minimum
+    assert walked.gradients > ddn.gradients and walked.seconds > ddn.seconds and "started from" in walked.note
+    assert len(walked.trace) == 3 and walked.trace[0][0] > ddn.gradients  # three runs, counted after DDN's
+
+
 def test_alignment_is_one_at_the_exact_minimum_of_a_linear_model_and_below_one_elsewhere():
     model = random_linear(784, 10, torch.Generator().manual_seed(3))
     x, _ = fixed_subset(6, train=False, seed=1)
@@ -400,3 +417,23 @@ def test_walk_table_and_verdict_read_made_up_records():
     import matplotlib
     matplotlib.use("Agg")
     assert peers.walk_plot(record, start).axes
+
+
+def test_walk_on_mnist_compares_both_walks_with_ours_model_by_model():
+    def model_results(model: str, walk: float, walk_ddn: float) -> list[PeerResult]:
+        base = np.array([0.03, 0.04, 0.05])
+        found = [result(OURS, 10, base, model=model), result(peers.WALK, 21, base * walk, model=model),
+                 result(peers.WALK_DDN, 21, base * walk_ddn, model=model), result("DDN", 100, base * 1.01, model=model)]
+        for r, gradients in zip(found, (100.0, 300.0, 400.0, 100.0)):
+            r.gradients = gradients
+        return found
+
+    results = model_results("a", 0.99, 0.995) + model_results("b", 1.002, 1.01) + model_results("c", 1.0, 0.98)
+    results += [result(OURS, 10, [0.03], model="d")]  # no walk there: left out
+    table = peers.walk_mnist_table(results)
+    assert table["model"].tolist() == ["a", "b", "c"]
+    assert table[f"{OURS}: ratio to best peer"].tolist() == pytest.approx([1 / 1.01] * 3)
+    walk = peers.WalkOnMnist(table)
+    assert walk.farther == ["b"]  # DDN+walk 1% farther than ours there
+    assert walk.closer == ["a"]  # c: ours-walk ties ours
+    assert walk.gradient_factor(peers.WALK) == (3.0, 3.0) and walk.gradient_factor(peers.WALK_DDN) == (4.0, 4.0)
