@@ -29,7 +29,7 @@ from tqdm import tqdm  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import lib  # noqa: E402
-from lib import attack, fast_attack, findings, imagenet, natural_images, peers, photos  # noqa: E402
+from lib import attack, fast_attack, findings, imagenet, natural_images, peers, photos, polish_walk  # noqa: E402
 
 
 def plan(methods: list[str]) -> list[tuple[str, int]]:
@@ -41,7 +41,7 @@ def plan(methods: list[str]) -> list[tuple[str, int]]:
 def provenance(network: str, names: list[str], started: str, device: str) -> dict:
     """Where a network's results came from: weights, attack versions, photos, libraries, machine, dates."""
     return {"weights": imagenet.info(network).sha256, "attack_version": attack.VERSION,
-            "fast_attack_version": fast_attack.VERSION, "seed": 0, "split": "photos",
+            "fast_attack_version": fast_attack.VERSION, "walk_version": polish_walk.VERSION, "seed": 0, "split": "photos",
             "requested_images": len(names), "photos": names, "threads": 1, **peers.environment(),
             "started": started, "date": peers.started_at(),
             "command": "python benchmarks/bench_imagenet_peers.py " + " ".join(sys.argv[1:]),
@@ -62,6 +62,7 @@ def current(network: str, rule: str, names: list[str], folder: Path) -> peers.Pe
     if any(run.provenance[k] != v for k, v in versions.items()):  # the peers' results still hold; ours are redone
         run.results = [r for r in run.results if r.method not in peers.OWN]
         run.provenance.update(versions)
+    peers.drop_stale_walks(run)
     return run
 
 

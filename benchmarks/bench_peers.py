@@ -31,7 +31,7 @@ from tqdm import tqdm  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import lib  # noqa: E402
-from lib import attack, fast_attack, findings, peers, zoo  # noqa: E402
+from lib import attack, fast_attack, findings, peers, polish_walk, zoo  # noqa: E402
 from lib.data import load_mnist  # noqa: E402
 
 SEED = 0
@@ -50,7 +50,7 @@ def plan(name: str, budgets: dict[str, tuple[int, ...]]) -> list[tuple[str, int]
 def provenance(name: str, requested: int, started: str, device: str) -> dict:
     """Where a model's results came from: weights, attack version, images, versions, machine, dates."""
     return {"weights": zoo.fingerprint(name), "attack_version": attack.VERSION,
-            "fast_attack_version": fast_attack.VERSION, "seed": SEED, "split": "test",
+            "fast_attack_version": fast_attack.VERSION, "walk_version": polish_walk.VERSION, "seed": SEED, "split": "test",
             "requested_images": requested, "threads": 1, **peers.environment(), "started": started,
             "date": peers.started_at(), "command": "python benchmarks/bench_peers.py " + " ".join(sys.argv[1:]),
             "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
@@ -66,6 +66,7 @@ def resumable(name: str, requested: int, folder: Path) -> peers.PeerRun | None:
         return None
     if not peers.is_current(run) or run.provenance["requested_images"] != requested:
         return None
+    peers.drop_stale_walks(run)  # the peers' and ours' results still hold; the walks are redone
     return run
 
 

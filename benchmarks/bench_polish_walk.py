@@ -6,7 +6,9 @@ Brendel-Bethge's pocket?
 On the validation photos of `bench_sharp_temperature.py` toward "ostrich", one thread, the walk's defaults
 (`polish_walk.STEP`, `ROUNDS`, `ITERATIONS`) from two starts: DDN-100's result (the start Brendel-Bethge gets in
 `bench_polish_start.py`) and the book's own linearised start (`polish_walk.from_linearised`); each also with
-step 0, the same runs restarted from their own ends, which says what the push past the end does. Per row: the
+step 0, the same runs restarted from their own ends, which says what the push past the end does. Then the
+walk from the linearised start on log p_target (`on="probability"`) and from both own starts, the closer kept
+(`polish_walk.from_both_starts`). Per row: the
 distortion of each photo's closest success after every run and the gradient evaluations per image spent by then
 (the start's included). Written with provenance to data/results/peers/imagenet/polish_walk.json; finished rows
 are kept (resumable) while DDN-100 gives the recorded start. `lib.peers.walk_table` reads it beside
@@ -65,7 +67,8 @@ def main() -> None:
         record["results"] = {}
     record["start"] = start_dist
     rows = [(f"{start_label} + walk", start.gradients, 1.0), (f"{start_label} + walk, step 0", start.gradients, 0.0),
-            ("linearised + walk", None, 1.0), ("linearised + walk, step 0", None, 0.0)]
+            ("linearised + walk", None, 1.0), ("linearised + walk, step 0", None, 0.0),
+            (peers.PROBABILITY_WALK, None, 1.0), (peers.BOTH_WALK, None, 1.0)]
     bar = tqdm(total=len(rows) * (polish_walk.ROUNDS + 1), desc="walk runs", unit="run")
     for label, start_gradients, push in rows:
         if label in record["results"]:
@@ -80,7 +83,11 @@ def main() -> None:
             bar.update(1)
 
         step = polish_walk.STEP * push
-        if start_gradients is None:
+        if label == peers.BOTH_WALK:
+            walked = polish_walk.from_both_starts(counted, x, target, step=step, on_run=on_run)
+        elif label == peers.PROBABILITY_WALK:
+            walked = polish_walk.from_linearised(counted, x, target, step=step, on_run=on_run, on="probability")
+        elif start_gradients is None:
             walked = polish_walk.from_linearised(counted, x, target, step=step, on_run=on_run)
         else:
             walked = polish_walk.polish_walk(counted, x, start_x, target, step=step, on_run=on_run)

@@ -33,6 +33,7 @@ TEMPERATURE = 0.05  # the polish's temperature (and margin), as a fraction of |m
 LINEAR_STEPS = 10  # linearised steps allowed to reach the target's region
 OVERSHOOT = 0.5  # logits: each linearised step aims this far past the boundary
 RAY_STEPS = 10  # regula falsi steps of `boundary_on_ray`
+PROBABILITY_GOAL = 0.5  # `linearised_start(on="probability")`: each step aims log p_target at log(this); validation photos
 VERSION = 1  # bump when its results change: committed peer comparisons are keyed by it
 
 
@@ -98,25 +99,38 @@ def _margin_objective(model: nn.Module, target: Tensor, shape: torch.Size) -> lb
     return margin
 
 
-def linearised_start(model: nn.Module, x: Tensor, target: Tensor, steps: int) -> tuple[Tensor, Tensor]:
+def linearised_start(model: nn.Module, x: Tensor, target: Tensor, steps: int,
+                     on: str = "margin") -> tuple[Tensor, Tensor]:
     """Box-constrained DeepFool towards target: (point, reached) after at most `steps` linearised steps.
 
-    Each step moves z to the nearest point of [0,1]^D where the margin's linearisation at z reaches
-    OVERSHOOT; rows leave as soon as argmax f(z) = target, so an image costs its own number of steps.
+    Each step moves z to the nearest point of [0,1]^D where the linearisation at z of the logit margin
+    reaches OVERSHOOT (on="margin"), or that of log p_target reaches log PROBABILITY_GOAL (on="probability":
+    along the cross-entropy's gradient, which weighs every rival by its probability); rows leave as soon as
+    argmax f(z) = target, so an image costs its own number of steps.
     """
-    margin = _margin_objective(model, target, x.shape[1:])
+    if on not in ("margin", "probability"):
+        raise ValueError(f"on must be 'margin' or 'probability', got {on!r}")
+    shape, margins = x.shape[1:], []
+
+    def log_probability(z: Tensor, rows: Tensor) -> Tensor:
+        logits, labels = model(z.view(-1, *shape)), target.index_select(0, rows)
+        margins.append(logit_margin(logits.detach(), labels))
+        return torch.log_softmax(logits, 1).gather(1, labels[:, None]).squeeze(1)
+
+    objective = _margin_objective(model, target, shape) if on == "margin" else log_probability
+    goal = OVERSHOOT if on == "margin" else math.log(PROBABILITY_GOAL)
     z = x.flatten(1).clone()
     reached = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     todo = torch.arange(len(x), device=x.device)
     for step in range(steps + 1):
-        m, g = lbfgsb.value_and_grad(margin, z[todo], todo)
-        now = m > 0
+        m, g = lbfgsb.value_and_grad(objective, z[todo], todo)
+        now = (m if on == "margin" else margins.pop()) > 0
         reached[todo[now]] = True
         todo, m, g = todo[~now], m[~now], g[~now]
         if len(todo) == 0 or step == steps:
             break
         zt = z[todo]
-        z[todo] = project_onto_halfspace(zt, g, OVERSHOOT - m + torch.linalg.vecdot(g, zt))
+        z[todo] = project_onto_halfspace(zt, g, goal - m + torch.linalg.vecdot(g, zt))
     return z.view(x.shape), reached
 
 

@@ -51,7 +51,7 @@ OURS, EXACT = "ours", "exact QP"
 FAST = "ours-fast"  # lib.fast_attack; its budget is the polish's L-BFGS iterations
 SHARP = "ours-sharp"  # lib.attack with SHARP_OPTIONS: the same c search on the sharpened cross-entropy
 SHARP_OPTIONS = {"loss": "sharp", "warm_start": False}  # chosen by benchmarks/bench_sharp_temperature.py
-WALK = "ours-walk"  # lib.polish_walk from the linearised start; its budget is the walk's L-BFGS runs
+WALK = "ours-walk"  # lib.polish_walk from both linearised starts, the closer kept; budget: the walk's L-BFGS runs
 WALK_DDN = "DDN+walk"  # lib.polish_walk from DDN-100's result, the start Brendel-Bethge gets; budget: L-BFGS runs
 OWN = (OURS, SHARP, FAST, WALK, WALK_DDN, EXACT)  # not peers: the best peer is taken over the other methods
 SEARCH_OPTIONS = {OURS: {}, SHARP: SHARP_OPTIONS}  # the options of attack.lbfgs_attack behind each of ours
@@ -74,8 +74,8 @@ METHODS = {  # one sentence each, for the chapter
           "from a boundary point found by linearised (DeepFool) steps, with c from the constraint's multiplier; "
           "budget = the L-BFGS run's iterations.",
     WALK: "this book's `lib.polish_walk`: the attack's polish (box-constrained L-BFGS on the same penalty problem) "
-          "run again and again, each run restarted past the last one's end, from the linearised start; "
-          "budget = L-BFGS runs of 20 iterations.",
+          "run again and again, each run restarted past the last one's end, from two linearised starts (on the "
+          "logit margin and on log p_target), the closer end kept; budget = L-BFGS runs of 20 iterations.",
     WALK_DDN: f"the same walk from {BB_START[0]}-{BB_START[1]}'s result, the start Brendel-Bethge gets (its passes "
               "included): the book's solver, a peer's start; budget = L-BFGS runs of 20 iterations.",
     "DDN": "Decoupled Direction and Norm (Rony et al., CVPR 2019; Foolbox 3): gradient steps on the cross-entropy, "
@@ -280,7 +280,7 @@ def run_own(model: nn.Module, name: str, x: Tensor, target: Tensor, images: np.n
             on_run = lambda best: trace.append((before.gradients + m.gradient_evaluations / len(x),  # noqa: E731
                                                 _round(best.double().cpu().numpy())))
             if method == WALK:
-                return polish_walk.from_linearised(m, x, target, rounds=budget - 1, on_run=on_run).result
+                return polish_walk.from_both_starts(m, x, target, rounds=budget - 1, on_run=on_run).result
             return polish_walk.polish_walk(m, x, start, target, rounds=budget - 1, on_run=on_run).result
     else:
         raise ValueError(f"run_own runs {OURS!r}, {SHARP!r}, {FAST!r}, {WALK!r} or {WALK_DDN!r}, got {method!r}")
@@ -518,6 +518,15 @@ def is_current(run: PeerRun) -> bool:
 
     return (run.provenance["weights"] == zoo.fingerprint(run.model) and run.provenance["attack_version"] == VERSION
             and run.provenance["fast_attack_version"] == FAST_VERSION)
+
+
+def drop_stale_walks(run: PeerRun) -> bool:
+    """Drop the walks' results if they were made with another `polish_walk.VERSION` (and record today's); whether any were."""
+    stale = run.provenance.get("walk_version") != polish_walk.VERSION
+    if stale:
+        run.results = [r for r in run.results if r.method not in (WALK, WALK_DDN)]
+        run.provenance["walk_version"] = polish_walk.VERSION
+    return stale
 
 
 def add_run_arguments(parser) -> None:
@@ -1040,6 +1049,8 @@ def pockets(record: dict) -> Pockets:
 
 
 WALKED = f"{BB_START[0]}-{BB_START[1]} + BB-100"  # polish_start.json's row the walks are measured against
+PROBABILITY_WALK = "log-p linearised + walk"  # polish_walk.json's row from the start on log p_target
+BOTH_WALK = "both linearised starts + walk"  # and from both own starts, the closer end kept (ours-walk)
 
 
 def _walk_reference(start_record: dict) -> np.ndarray:
@@ -1073,6 +1084,10 @@ class WalkVerdict:
     from_own: float  # the walk from the book's linearised start
     from_own_unpushed: float
     own_photos_far: int  # photos on which the walk from the book's own start ends farther than CLOSE_ENOUGH x BB's
+    from_probability: float  # the walk from the linearised start on log p_target
+    from_both: float  # the closer of the walks from both own starts, per photo
+    starts_differ: int  # photos on which the two own starts' walks end more than SPEED_TOLERANCE apart
+    batch_spread: float  # largest |both / the closer of the two single rows - 1| over the photos (one batch of 2N)
 
     @property
     def push_matters(self) -> bool:
@@ -1090,16 +1105,26 @@ class WalkVerdict:
         """Whether the walk from the book's own start does."""
         return self.from_own <= CLOSE_ENOUGH
 
+    @property
+    def both_reaches_walker(self) -> bool:
+        """Whether the closer of the walks from both own starts does."""
+        return self.from_both <= CLOSE_ENOUGH
+
 
 def walk_verdict(table: pd.DataFrame) -> WalkVerdict:
-    """The four walks of `walk_table` read as a `WalkVerdict`."""
+    """The six walks of `walk_table` read as a `WalkVerdict`."""
     rows = table.set_index("start, then")
     ratio = rows["median ratio to Brendel-Bethge"]
     photos = [c for c in rows.columns if c not in ("median ratio to Brendel-Bethge", "gradients / image", "runs")]
     ddn = f"{BB_START[0]}-{BB_START[1]} + walk"
     own = rows.loc["linearised + walk", photos].to_numpy(dtype=float)
+    other = rows.loc[PROBABILITY_WALK, photos].to_numpy(dtype=float)
+    differ = int((np.maximum(own, other) / np.minimum(own, other) > 1 + SPEED_TOLERANCE).sum())
+    both = rows.loc[BOTH_WALK, photos].to_numpy(dtype=float)
     return WalkVerdict(float(ratio[ddn]), float(ratio[f"{ddn}, step 0"]), float(ratio["linearised + walk"]),
-                       float(ratio["linearised + walk, step 0"]), int((own > CLOSE_ENOUGH).sum()))
+                       float(ratio["linearised + walk, step 0"]), int((own > CLOSE_ENOUGH).sum()),
+                       float(ratio[PROBABILITY_WALK]), float(ratio[BOTH_WALK]), differ,
+                       float(np.abs(both / np.minimum(own, other) - 1).max()))
 
 
 def walk_plot(record: dict, start_record: dict, ceiling: float = 1.5):
@@ -1108,12 +1133,12 @@ def walk_plot(record: dict, start_record: dict, ceiling: float = 1.5):
 
     reference = _walk_reference(start_record)
     fig, ax = plt.subplots(figsize=(6.2, 3.4), layout="constrained")
-    styles = {"linearised": "tab:brown", BB_START[0]: "tab:blue"}
+    styles = {"linearised": "tab:brown", BB_START[0]: "tab:blue", PROBABILITY_WALK: "tab:purple", BOTH_WALK: "tab:cyan"}
     for label, entry in record["results"].items():
         points = [(t["gradients"], float(np.median(np.array(t["distortion"], dtype=float) / reference)))
                   for t in entry["trace"]]
         points = [(g, v) for g, v in points if np.isfinite(v) and v <= ceiling]
-        ax.plot(*zip(*points), "-" if "step 0" not in label else "--", color=styles[label.split("-")[0].split(" ")[0]],
+        ax.plot(*zip(*points), "-" if "step 0" not in label else "--", color=styles.get(label, styles.get(label.split("-")[0].split(" ")[0])),
                 marker="." if "step 0" not in label else None, ms=4, lw=1, label=label)
     bb = start_record["results"][WALKED]
     ax.plot(bb["gradients"], 1.0, MARKERS["BB"], color=COLORS["BB"], ms=7, label=WALKED, ls="none")

@@ -161,7 +161,9 @@ def test_committed_results_are_current_and_complete(name):
     assert np.array_equal(np.flatnonzero(correct.numpy()).size, len(run.images))
     assert np.array_equal(runner_up(model, x[correct]).numpy(), run.targets)  # the runner-up rule
     methods = {r.method for r in run.results}
-    assert {OURS, peers.FAST, "DDN", "BB", "C&W", "FMN", "FAB"} <= methods
+    assert {OURS, peers.FAST, peers.WALK, peers.WALK_DDN, "DDN", "BB", "C&W", "FMN", "FAB"} <= methods
+    from lib import polish_walk
+    assert run.provenance["walk_version"] == polish_walk.VERSION, "the walk changed: rerun benchmarks/bench_peers.py"
     assert (EXACT in methods) == (name in peers.LINEAR_MODELS)
 
 
@@ -289,6 +291,8 @@ def test_committed_imagenet_comparison_is_complete_and_current(rule):
     assert all(r.trace and r.trace[-1][0] <= r.gradients for r in own)
     assert (run.provenance["attack_version"], run.provenance["fast_attack_version"]) == (
         attack.VERSION, fast_attack.VERSION), "the attack changed: rerun benchmarks/bench_imagenet_peers.py"
+    from lib import polish_walk
+    assert run.provenance["walk_version"] == polish_walk.VERSION, "the walk changed: rerun bench_imagenet_peers.py"
 
 
 def test_improving_runs_count_the_runs_that_bring_a_closer_success():
@@ -399,7 +403,9 @@ def test_walk_table_and_verdict_read_made_up_records():
         "DDN-100 + walk": {"distortion": [0.99, 2.0], "trace": trace([0.99, 2.0], 300.0)},
         "DDN-100 + walk, step 0": {"distortion": [1.02, 2.06], "trace": trace([1.02, 2.06], 300.0)},
         "linearised + walk": {"distortion": [1.0, 2.2], "trace": trace([1.0, 2.2], 500.0)},
-        "linearised + walk, step 0": {"distortion": [1.2, 2.4], "trace": trace([1.2, 2.4], 500.0)}}}
+        "linearised + walk, step 0": {"distortion": [1.2, 2.4], "trace": trace([1.2, 2.4], 500.0)},
+        peers.PROBABILITY_WALK: {"distortion": [1.003, 1.9], "trace": trace([1.003, 1.9], 500.0)},
+        peers.BOTH_WALK: {"distortion": [1.0, 1.9], "trace": trace([1.0, 1.9], 1000.0)}}}
     table = peers.walk_table(record, start)
     ratio = table.set_index("start, then")["median ratio to Brendel-Bethge"]
     assert ratio[peers.WALKED] == 1.0 and ratio["DDN-100 + walk"] == pytest.approx(0.995)
@@ -408,6 +414,9 @@ def test_walk_table_and_verdict_read_made_up_records():
     verdict = peers.walk_verdict(table)
     assert verdict.reaches_walker and not verdict.own_reaches_walker and verdict.push_matters
     assert verdict.from_own == pytest.approx(1.05) and verdict.own_photos_far == 1
+    assert verdict.from_probability == pytest.approx((1.003 + 0.95) / 2) and verdict.from_both == pytest.approx(0.975)
+    assert verdict.both_reaches_walker and verdict.starts_differ == 1  # a: 0.3% apart, b: 1.1 against 0.95
+    assert verdict.batch_spread == pytest.approx(0.0)  # the made-up "both" row is the closer of the two on each photo
     record["results"]["linearised + walk, step 0"]["distortion"] = [1.0, 2.2]
     assert not peers.walk_verdict(peers.walk_table(record, start)).push_matters
     with pytest.raises(ValueError, match="photos"):
@@ -437,3 +446,16 @@ def test_walk_on_mnist_compares_both_walks_with_ours_model_by_model():
     assert walk.farther == ["b"]  # DDN+walk 1% farther than ours there
     assert walk.closer == ["a"]  # c: ours-walk ties ours
     assert walk.gradient_factor(peers.WALK) == (3.0, 3.0) and walk.gradient_factor(peers.WALK_DDN) == (4.0, 4.0)
+
+
+def test_stale_walks_are_dropped_and_the_rest_kept():
+    from lib import polish_walk
+
+    results = [result(OURS, 10, [0.03]), result(peers.WALK, 21, [0.03]), result(peers.WALK_DDN, 21, [0.03]),
+               result("DDN", 100, [0.031])]
+    run = peers.PeerRun("softmax-1e-4", np.arange(1), np.zeros(1), np.ones(1), list(results), {"walk_version": 0})
+    assert peers.drop_stale_walks(run)
+    assert [r.method for r in run.results] == [OURS, "DDN"] and run.provenance["walk_version"] == polish_walk.VERSION
+    current = peers.PeerRun("softmax-1e-4", np.arange(1), np.zeros(1), np.ones(1), list(results),
+                            {"walk_version": polish_walk.VERSION})
+    assert not peers.drop_stale_walks(current) and len(current.results) == 4

@@ -67,3 +67,34 @@ def test_walk_refuses_a_start_of_another_shape(models):
         pw.polish_walk(model, x, x[:1], runner_up(model, x))
     with pytest.raises(ValueError, match="linear_steps"):
         pw.from_linearised(model, x, runner_up(model, x), linear_steps=0)
+
+
+def test_both_starts_keep_the_closer_walk_per_image(models):
+    model = models["mlp"]
+    x, _ = correctly_classified(model, 6, seed=4)
+    target = runner_up(model, x)
+    options = dict(rounds=2, iterations=10)
+    seen = []
+    both = pw.from_both_starts(model, x, target, on_run=seen.append, **options)
+    alone = [pw.from_linearised(model, x, target, on=on, **options).result for on in ("margin", "probability")]
+    assert both.result.success.all() and torch.equal(predict(model, both.result.x_adv), target)
+    closer = torch.minimum(alone[0].distortion, alone[1].distortion)  # the batch of 2N walks each row on its own
+    assert torch.allclose(both.result.distortion, closer, rtol=1e-4)
+    assert torch.allclose(distortion(x, both.result.x_adv), both.result.distortion)
+    assert len(seen) == 3 and torch.allclose(seen[-1], both.result.distortion, rtol=1e-6)
+    assert torch.equal(both.result.target, target)
+    with pytest.raises(ValueError, match="linear_steps"):
+        pw.from_both_starts(model, x, target, linear_steps=0)
+
+
+def test_probability_start_reaches_the_target_along_the_cross_entropy(models):
+    from lib.fast_attack import linearised_start
+
+    model = models["mlp"]
+    x, _ = correctly_classified(model, 6, seed=5)
+    target = runner_up(model, x)
+    start, reached = linearised_start(model, x, target, 30, on="probability")
+    assert reached.all() and torch.equal(predict(model, start), target)
+    assert start.min() >= 0 and start.max() <= 1
+    with pytest.raises(ValueError, match="on must be"):
+        linearised_start(model, x, target, 3, on="logits")
