@@ -6,6 +6,8 @@ walk runs it again and again, each time from the last end pushed on along the la
 z + step (z - z_before), and shrinks every end onto the boundary along its ray from x. A run that ends outside
 the target's region moves nothing and doubles its image's c for the next run; one that succeeds halves it back
 towards 1. The closest success so far is kept, so the result is never farther than the start.
+`from_linearised` starts it from the book's linearised start (on the logit margin or on log p_target);
+`from_both_starts` from both, keeping the closer end, since the two often lie in different pockets.
 `benchmarks/bench_polish_walk.py` measures it on ImageNet against Brendel-Bethge.
 """
 from __future__ import annotations
