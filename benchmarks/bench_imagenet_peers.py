@@ -88,7 +88,7 @@ def run_rule(network: str, rule: str, names: list[str], methods: list[str], bar:
     for method, budget in todo:
         bar.set_description(f"{network} {rule} {method}-{budget}")
         start, start_cost = None, None
-        if method in ("BB", peers.WALK_DDN):
+        if method in peers.FROM_DDN:
             if peers.BB_START not in starts:  # DDN-100 ran in an earlier session: recompute its images
                 result, x_adv = peers.run_peer(model, network, x, target, images, *peers.BB_START, rule=rule)
                 starts[peers.BB_START] = (x_adv, result.cost)

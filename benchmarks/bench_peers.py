@@ -101,7 +101,7 @@ def run_model(name: str, requested: int, budgets: dict, bar: tqdm, fresh: bool, 
     for method, budget in todo:
         bar.set_description(f"{name} {method}-{budget}")
         start, start_cost = None, None
-        if method in ("BB", peers.WALK_DDN):
+        if method in peers.FROM_DDN:
             start = adversarial.get(peers.BB_START)
             if start is None:  # DDN-100 ran in an earlier session: recompute its images (untimed)
                 _, start = peers.run_peer(model, name, x, target, run.images, *peers.BB_START)

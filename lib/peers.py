@@ -53,7 +53,8 @@ SHARP = "ours-sharp"  # lib.attack with SHARP_OPTIONS: the same c search on the 
 SHARP_OPTIONS = {"loss": "sharp", "warm_start": False}  # chosen by benchmarks/bench_sharp_temperature.py
 WALK = "ours-walk"  # lib.polish_walk from both linearised starts, the closer kept; budget: the walk's L-BFGS runs
 WALK_DDN = "DDN+walk"  # lib.polish_walk from DDN-100's result, the start Brendel-Bethge gets; budget: L-BFGS runs
-OWN = (OURS, SHARP, FAST, WALK, WALK_DDN, EXACT)  # not peers: the best peer is taken over the other methods
+OWN = (OURS, SHARP, FAST, WALK, WALK_DDN, EXACT)
+FROM_DDN = ("BB", WALK_DDN)  # the methods that start from BB_START's result, its cost added  # not peers: the best peer is taken over the other methods
 SEARCH_OPTIONS = {OURS: {}, SHARP: SHARP_OPTIONS}  # the options of attack.lbfgs_attack behind each of ours
 SPEED_FACTOR = 2.0  # the book's target: the fast attack >= 2x faster than DDN at the same distortion
 FMN_FIXED = "FMN*"  # Foolbox's L2 FMN with the projection onto the epsilon ball that its code leaves out
@@ -204,6 +205,10 @@ class Cost:
     gradients: float  # gradient evaluations per image
     forwards: float  # forward passes without a gradient per image
 
+    def __add__(self, other: "Cost") -> "Cost":
+        """Both calls' cost together (an attack's and its start's)."""
+        return Cost(self.seconds + other.seconds, self.gradients + other.gradients, self.forwards + other.forwards)
+
 
 def _timed(model: nn.Module, fn: Callable[[nn.Module], Tensor], n: int) -> tuple[Tensor, Cost]:
     """(fn(counted model), its Cost over n images), on one CPU thread; on CUDA the queued work is waited for."""
@@ -285,7 +290,7 @@ def run_own(model: nn.Module, name: str, x: Tensor, target: Tensor, images: np.n
     else:
         raise ValueError(f"run_own runs {OURS!r}, {SHARP!r}, {FAST!r}, {WALK!r} or {WALK_DDN!r}, got {method!r}")
     result, cost = _timed(model, run, len(x))
-    cost = Cost(cost.seconds + before.seconds, cost.gradients + before.gradients, cost.forwards + before.forwards)
+    cost = cost + before
     dist, success = measure(model, x, result.x_adv, target)
     note = f"started from {BB_START[0]}-{BB_START[1]} (its time and passes included)" if method == WALK_DDN else ""
     found = _result(method, budget, name, rule, dist, success, cost, images, note)
@@ -407,8 +412,7 @@ def run_peer(model: nn.Module, name: str, x: Tensor, target: Tensor, images: np.
         rows = ok.nonzero().squeeze(1)
         x_adv[rows], cost = _timed(model, lambda m: attack_fn(m, x[rows], target[rows], start[rows]), len(x))
     if start_cost is not None:
-        cost = Cost(cost.seconds + start_cost.seconds, cost.gradients + start_cost.gradients,
-                    cost.forwards + start_cost.forwards)
+        cost = cost + start_cost
     dist, success = measure(model, x, x_adv, target)
     note = f"started from {BB_START[0]}-{BB_START[1]} (its time and passes included)"
     if not ok.all():

@@ -92,17 +92,22 @@ def polish_walk(model: nn.Module, x: Tensor, x_start: Tensor, target: Tensor, *,
     return WalkResult(result, trace)
 
 
+def _own_start(model: nn.Module, x: Tensor, target: Tensor, linear_steps: int, on: str) -> Tensor:
+    """`fast_attack.linearised_start` (on the margin or on log p_target), moved onto the boundary along its ray."""
+    _check_attack(model, x, target, 1.0, 1, 1, 1, "ce")
+    if not isinstance(linear_steps, int) or isinstance(linear_steps, bool) or linear_steps < 1:
+        raise ValueError(f"linear_steps must be a positive integer, got {linear_steps!r}")
+    x, target = x.detach(), target.long()
+    with _evaluating(model):
+        start, crossed = linearised_start(model, x, target, linear_steps, on=on)
+        return boundary_on_ray(model, x, start, target, crossed)
+
+
 def from_linearised(model: nn.Module, x: Tensor, target: Tensor, *, linear_steps: int = LINEAR_STEPS,
                     on: str = "margin", **walk_options) -> WalkResult:
     """The walk from the book's own start: `fast_attack.linearised_start` (on the margin or on log p_target),
     moved onto the boundary along its ray."""
-    _check_attack(model, x, target, 1.0, 1, 1, 1, "ce")
-    if not isinstance(linear_steps, int) or isinstance(linear_steps, bool) or linear_steps < 1:
-        raise ValueError(f"linear_steps must be a positive integer, got {linear_steps!r}")
-    with _evaluating(model):
-        start, crossed = linearised_start(model, x.detach(), target.long(), linear_steps, on=on)
-        start = boundary_on_ray(model, x.detach(), start, target.long(), crossed)
-    return polish_walk(model, x, start, target, **walk_options)
+    return polish_walk(model, x, _own_start(model, x, target, linear_steps, on), target, **walk_options)
 
 
 def from_both_starts(model: nn.Module, x: Tensor, target: Tensor, *, linear_steps: int = LINEAR_STEPS,
@@ -113,15 +118,8 @@ def from_both_starts(model: nn.Module, x: Tensor, target: Tensor, *, linear_step
     for two walks (run as one batch of 2N) and keeps whichever ends closer; after each run the trace holds
     the closer of the two walks' closest successes so far.
     """
-    _check_attack(model, x, target, 1.0, 1, 1, 1, "ce")
-    if not isinstance(linear_steps, int) or isinstance(linear_steps, bool) or linear_steps < 1:
-        raise ValueError(f"linear_steps must be a positive integer, got {linear_steps!r}")
+    starts = [_own_start(model, x, target, linear_steps, on) for on in ("margin", "probability")]
     n, x, target = len(x), x.detach(), target.long()
-    with _evaluating(model):
-        starts = []
-        for on in ("margin", "probability"):
-            start, crossed = linearised_start(model, x, target, linear_steps, on=on)
-            starts.append(boundary_on_ray(model, x, start, target, crossed))
     closer = None if on_run is None else lambda best: on_run(torch.minimum(best[:n], best[n:]))
     both = polish_walk(model, torch.cat([x, x]), torch.cat(starts), torch.cat([target, target]), on_run=closer,
                        **walk_options)
