@@ -41,7 +41,7 @@ def plan(methods: list[str]) -> list[tuple[str, int]]:
 def provenance(network: str, names: list[str], started: str, device: str) -> dict:
     """Where a network's results came from: weights, attack versions, photos, libraries, machine, dates."""
     return {"weights": imagenet.info(network).sha256, "attack_version": attack.VERSION,
-            "fast_attack_version": fast_attack.VERSION, "walk_version": polish_walk.VERSION, "seed": 0, "split": "photos",
+            "fast_attack_version": fast_attack.VERSION, "walk_versions": peers.walk_versions(), "seed": 0, "split": "photos",
             "requested_images": len(names), "photos": names, "threads": 1, **peers.environment(),
             "started": started, "date": peers.started_at(),
             "command": "python benchmarks/bench_imagenet_peers.py " + " ".join(sys.argv[1:]),

@@ -50,7 +50,7 @@ def plan(name: str, budgets: dict[str, tuple[int, ...]]) -> list[tuple[str, int]
 def provenance(name: str, requested: int, started: str, device: str) -> dict:
     """Where a model's results came from: weights, attack version, images, versions, machine, dates."""
     return {"weights": zoo.fingerprint(name), "attack_version": attack.VERSION,
-            "fast_attack_version": fast_attack.VERSION, "walk_version": polish_walk.VERSION, "seed": SEED, "split": "test",
+            "fast_attack_version": fast_attack.VERSION, "walk_versions": peers.walk_versions(), "seed": SEED, "split": "test",
             "requested_images": requested, "threads": 1, **peers.environment(), "started": started,
             "date": peers.started_at(), "command": "python benchmarks/bench_peers.py " + " ".join(sys.argv[1:]),
             "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",

@@ -8,7 +8,10 @@ On the validation photos of `bench_sharp_temperature.py` toward "ostrich", one t
 `bench_polish_start.py`) and the book's own linearised start (`polish_walk.from_linearised`); each also with
 step 0, the same runs restarted from their own ends, which says what the push past the end does. Then the
 walk from the linearised start on log p_target (`on="probability"`) and from both own starts, the closer kept
-(`polish_walk.from_both_starts`). Per row: the
+(`polish_walk.from_both_starts`), and from `fast_attack.gradient_start` at each of `fast_attack.GRADIENT_LENGTHS`
+(`polish_walk.from_gradient_start`: the rows that choose ours-walk's step length), and at the chosen length
+(`fast_attack.GRADIENT_LENGTH`) for `peers.LONG_WALK_RUNS` runs instead (the row that chooses ours-walk's budget
+of runs on ImageNet, `peers.walk_runs_needed`). Per row: the
 distortion of each photo's closest success after every run and the gradient evaluations per image spent by then
 (the start's included). Written with provenance to data/results/peers/imagenet/polish_walk.json; finished rows
 are kept (resumable) while DDN-100 gives the recorded start. `lib.peers.walk_table` reads it beside
@@ -30,7 +33,7 @@ from tqdm import tqdm  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import lib  # noqa: E402
-from lib import attack, imagenet, natural_images, peers, photos, polish_walk  # noqa: E402
+from lib import attack, fast_attack, imagenet, natural_images, peers, photos, polish_walk  # noqa: E402
 from lib.data import atomic_write_bytes  # noqa: E402
 
 PATH = peers.IMAGENET_DIR / "polish_walk.json"
@@ -69,10 +72,17 @@ def main() -> None:
     rows = [(f"{start_label} + walk", start.gradients, 1.0), (f"{start_label} + walk, step 0", start.gradients, 0.0),
             ("linearised + walk", None, 1.0), ("linearised + walk, step 0", None, 0.0),
             (peers.PROBABILITY_WALK, None, 1.0), (peers.BOTH_WALK, None, 1.0)]
-    bar = tqdm(total=len(rows) * (polish_walk.ROUNDS + 1), desc="walk runs", unit="run")
+    rows += [(peers.gradient_walk_label(length), None, 1.0) for length in fast_attack.GRADIENT_LENGTHS]
+    lengths = {peers.gradient_walk_label(length): length for length in fast_attack.GRADIENT_LENGTHS}
+    rows.append((peers.LONG_WALK, None, 1.0))  # the chosen length's walk run on, to choose ours-walk's budget of runs
+    lengths[peers.LONG_WALK] = fast_attack.GRADIENT_LENGTH
+    if record["results"].get(peers.LONG_WALK, {}).get("start", {}).get("length") != fast_attack.GRADIENT_LENGTH:
+        record["results"].pop(peers.LONG_WALK, None)  # run on at another length than today's choice
+    runs = {label: (peers.LONG_WALK_RUNS if label == peers.LONG_WALK else polish_walk.ROUNDS + 1) for label, *_ in rows}
+    bar = tqdm(total=sum(runs.values()), desc="walk runs", unit="run")
     for label, start_gradients, push in rows:
         if label in record["results"]:
-            bar.update(polish_walk.ROUNDS + 1)
+            bar.update(runs[label])
             continue
         counted = peers.CountingModel(model)
         trace: list[dict] = []
@@ -83,7 +93,10 @@ def main() -> None:
             bar.update(1)
 
         step = polish_walk.STEP * push
-        if label == peers.BOTH_WALK:
+        if label in lengths:
+            walked = polish_walk.from_gradient_start(counted, x, target, length=lengths[label], step=step,
+                                                     rounds=runs[label] - 1, on_run=on_run)
+        elif label == peers.BOTH_WALK:
             walked = polish_walk.from_both_starts(counted, x, target, step=step, on_run=on_run)
         elif label == peers.PROBABILITY_WALK:
             walked = polish_walk.from_linearised(counted, x, target, step=step, on_run=on_run, on="probability")
@@ -95,6 +108,8 @@ def main() -> None:
         if not success.all():
             raise RuntimeError(f"{label}: the walk lost a success on {int((~success).sum())} photos")
         record["results"][label] = {"distortion": peers._round(dist), "trace": trace}
+        if label in lengths:
+            record["results"][label]["start"] = {"length": lengths[label], "steps": fast_attack.GRADIENT_STEPS}
         write()
         tqdm.write(f"{label}: {record['results'][label]['distortion']}, "
                    f"{trace[-1]['gradients']:.0f} gradients / image")

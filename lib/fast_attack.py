@@ -15,7 +15,9 @@ sharpened as in `lbfgs_attack`'s polish, to a temperature in proportion to the i
 (a fixed one is too sharp for some models and too soft for others), (d) moves that point onto the
 boundary and keeps whichever of (b) and (d) is closer. Images it fails on get the paper's full c
 search. `benchmarks/bench_fast_attack.py` chose the temperature on training images; the speed-up and
-its limits are measured in `benchmarks/bench_peers.py` and shown in chapter 2.
+its limits are measured in `benchmarks/bench_peers.py` and shown in chapter 2. `gradient_start` (small steps of
+fixed length along the cross-entropy's gradient) is the other start the book uses: the walk of polishes'
+(`polish_walk.from_gradient_start`, chapter 7), not `fast_attack`'s.
 """
 from __future__ import annotations
 
@@ -34,6 +36,9 @@ LINEAR_STEPS = 10  # linearised steps allowed to reach the target's region
 OVERSHOOT = 0.5  # logits: each linearised step aims this far past the boundary
 RAY_STEPS = 10  # regula falsi steps of `boundary_on_ray`
 PROBABILITY_GOAL = 0.5  # `linearised_start(on="probability")`: each step aims log p_target at log(this); validation photos
+GRADIENT_LENGTHS = (0.05, 0.1, 0.15, 0.25)  # `gradient_start`'s step lengths tried on the validation photos (bench_polish_walk.py)
+GRADIENT_LENGTH = 0.25  # the one chosen there: the closest median walk toward ostrich (21 runs)
+GRADIENT_STEPS = 100  # `gradient_start`'s budget of steps
 VERSION = 1  # bump when its results change: committed peer comparisons are keyed by it
 
 
@@ -99,6 +104,18 @@ def _margin_objective(model: nn.Module, target: Tensor, shape: torch.Size) -> lb
     return margin
 
 
+def _log_probability_objective(model: nn.Module, target: Tensor, shape: torch.Size,
+                               margins: list[Tensor]) -> lbfgsb.Objective:
+    """(z [M,D], rows [M]) -> log p_target of each row; appends each call's logit margins (detached) to `margins`."""
+
+    def log_probability(z: Tensor, rows: Tensor) -> Tensor:
+        logits, labels = model(z.view(-1, *shape)), target.index_select(0, rows)
+        margins.append(logit_margin(logits.detach(), labels))
+        return torch.log_softmax(logits, 1).gather(1, labels[:, None]).squeeze(1)
+
+    return log_probability
+
+
 def linearised_start(model: nn.Module, x: Tensor, target: Tensor, steps: int,
                      on: str = "margin") -> tuple[Tensor, Tensor]:
     """Box-constrained DeepFool towards target: (point, reached) after at most `steps` linearised steps.
@@ -112,12 +129,8 @@ def linearised_start(model: nn.Module, x: Tensor, target: Tensor, steps: int,
         raise ValueError(f"on must be 'margin' or 'probability', got {on!r}")
     shape, margins = x.shape[1:], []
 
-    def log_probability(z: Tensor, rows: Tensor) -> Tensor:
-        logits, labels = model(z.view(-1, *shape)), target.index_select(0, rows)
-        margins.append(logit_margin(logits.detach(), labels))
-        return torch.log_softmax(logits, 1).gather(1, labels[:, None]).squeeze(1)
-
-    objective = _margin_objective(model, target, shape) if on == "margin" else log_probability
+    objective = (_margin_objective(model, target, shape) if on == "margin"
+                 else _log_probability_objective(model, target, shape, margins))
     goal = OVERSHOOT if on == "margin" else math.log(PROBABILITY_GOAL)
     z = x.flatten(1).clone()
     reached = torch.zeros(len(x), dtype=torch.bool, device=x.device)
@@ -131,6 +144,33 @@ def linearised_start(model: nn.Module, x: Tensor, target: Tensor, steps: int,
             break
         zt = z[todo]
         z[todo] = project_onto_halfspace(zt, g, goal - m + torch.linalg.vecdot(g, zt))
+    return z.view(x.shape), reached
+
+
+def gradient_start(model: nn.Module, x: Tensor, target: Tensor, length: float = GRADIENT_LENGTH,
+                   steps: int = GRADIENT_STEPS) -> tuple[Tensor, Tensor]:
+    """Steps of L2 length `length` along the gradient of log p_target, clipped to [0,1]: (point, reached).
+
+    An iterative L2 fast gradient method without a projection: rows leave as soon as argmax f(z) = target,
+    so each image stops just past the boundary after its own number of steps (one gradient each).
+    """
+    if not (isinstance(length, (int, float)) and not isinstance(length, bool) and math.isfinite(length) and length > 0):
+        raise ValueError(f"length must be a positive finite number, got {length!r}")
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    margins: list[Tensor] = []
+    objective = _log_probability_objective(model, target, x.shape[1:], margins)
+    z = x.flatten(1).clone()
+    reached = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    todo = torch.arange(len(x), device=x.device)
+    for step in range(steps + 1):
+        _, g = lbfgsb.value_and_grad(objective, z[todo], todo)
+        now = margins.pop() > 0
+        reached[todo[now]] = True
+        todo, g = todo[~now], g[~now]
+        if len(todo) == 0 or step == steps:
+            break
+        z[todo] = (z[todo] + length * g / g.norm(dim=1, keepdim=True).clamp_min(1e-30)).clamp(0, 1)
     return z.view(x.shape), reached
 
 

@@ -51,7 +51,7 @@ OURS, EXACT = "ours", "exact QP"
 FAST = "ours-fast"  # lib.fast_attack; its budget is the polish's L-BFGS iterations
 SHARP = "ours-sharp"  # lib.attack with SHARP_OPTIONS: the same c search on the sharpened cross-entropy
 SHARP_OPTIONS = {"loss": "sharp", "warm_start": False}  # chosen by benchmarks/bench_sharp_temperature.py
-WALK = "ours-walk"  # lib.polish_walk from both linearised starts, the closer kept; budget: the walk's L-BFGS runs
+WALK = "ours-walk"  # lib.polish_walk.from_gradient_start; budget: the walk's L-BFGS runs
 WALK_DDN = "DDN+walk"  # lib.polish_walk from DDN-100's result, the start Brendel-Bethge gets; budget: L-BFGS runs
 OWN = (OURS, SHARP, FAST, WALK, WALK_DDN, EXACT)
 FROM_DDN = ("BB", WALK_DDN)  # the methods that start from BB_START's result, its cost added  # not peers: the best peer is taken over the other methods
@@ -75,8 +75,8 @@ METHODS = {  # one sentence each, for the chapter
           "from a boundary point found by linearised (DeepFool) steps, with c from the constraint's multiplier; "
           "budget = the L-BFGS run's iterations.",
     WALK: "this book's `lib.polish_walk`: the attack's polish (box-constrained L-BFGS on the same penalty problem) "
-          "run again and again, each run restarted past the last one's end, from two linearised starts (on the "
-          "logit margin and on log p_target), the closer end kept; budget = L-BFGS runs of 20 iterations.",
+          "run again and again, each run restarted past the last one's end, from the book's gradient start (small "
+          "steps of fixed length along the cross-entropy's gradient); budget = L-BFGS runs of 20 iterations.",
     WALK_DDN: f"the same walk from {BB_START[0]}-{BB_START[1]}'s result, the start Brendel-Bethge gets (its passes "
               "included): the book's solver, a peer's start; budget = L-BFGS runs of 20 iterations.",
     "DDN": "Decoupled Direction and Norm (Rony et al., CVPR 2019; Foolbox 3): gradient steps on the cross-entropy, "
@@ -95,7 +95,8 @@ METHODS = {  # one sentence each, for the chapter
 }
 IMAGENET_NETWORK = "efficientnet-lite0"  # the network of the ImageNet comparison
 IMAGENET_DIR = RESULTS_DIR / "imagenet"
-IMAGENET_BUDGETS: dict[str, tuple[int, ...]] = {OURS: (10,), SHARP: (10,), FAST: (20,), WALK: (21,), WALK_DDN: (21,),
+# ours-walk's 27 runs on ImageNet: `walk_runs_needed` on the validation photos (chapter 7 checks it)
+IMAGENET_BUDGETS: dict[str, tuple[int, ...]] = {OURS: (10,), SHARP: (10,), FAST: (20,), WALK: (27,), WALK_DDN: (21,),
                                                 "DDN": (100, 300, 1000), "BB": (100,),
                                                 "C&W": (100,), "FMN": (300,), FMN_FIXED: (300,)}
 BUDGETS: dict[str, tuple[int, ...]] = {OURS: (10,), SHARP: (10,), FAST: (5, 10, 20, 40, 80), WALK: (21,), WALK_DDN: (21,),
@@ -285,7 +286,7 @@ def run_own(model: nn.Module, name: str, x: Tensor, target: Tensor, images: np.n
             on_run = lambda best: trace.append((before.gradients + m.gradient_evaluations / len(x),  # noqa: E731
                                                 _round(best.double().cpu().numpy())))
             if method == WALK:
-                return polish_walk.from_both_starts(m, x, target, rounds=budget - 1, on_run=on_run).result
+                return polish_walk.from_gradient_start(m, x, target, rounds=budget - 1, on_run=on_run).result
             return polish_walk.polish_walk(m, x, start, target, rounds=budget - 1, on_run=on_run).result
     else:
         raise ValueError(f"run_own runs {OURS!r}, {SHARP!r}, {FAST!r}, {WALK!r} or {WALK_DDN!r}, got {method!r}")
@@ -524,13 +525,25 @@ def is_current(run: PeerRun) -> bool:
             and run.provenance["fast_attack_version"] == FAST_VERSION)
 
 
+def walk_versions() -> dict[str, str]:
+    """What each walk's committed results are keyed by: `polish_walk.VERSION`, and for ours-walk its own start's."""
+    return {WALK: f"walk {polish_walk.VERSION}, start {polish_walk.OWN_START_VERSION}",
+            WALK_DDN: f"walk {polish_walk.VERSION}"}
+
+
 def drop_stale_walks(run: PeerRun) -> bool:
-    """Drop the walks' results if they were made with another `polish_walk.VERSION` (and record today's); whether any were."""
-    stale = run.provenance.get("walk_version") != polish_walk.VERSION
-    if stale:
-        run.results = [r for r in run.results if r.method not in (WALK, WALK_DDN)]
-        run.provenance["walk_version"] = polish_walk.VERSION
-    return stale
+    """Drop each walk's results if they were made with another of its `walk_versions` (and record today's); whether
+    any were. A run recorded before ours-walk's start had a version ("walk_version") had start 1."""
+    recorded = run.provenance.get("walk_versions")
+    if recorded is None and "walk_version" in run.provenance:
+        legacy = run.provenance["walk_version"]
+        recorded = {WALK: f"walk {legacy}, start 1", WALK_DDN: f"walk {legacy}"}
+    today = walk_versions()
+    stale = {m for m in today if (recorded or {}).get(m) != today[m]}
+    run.results = [r for r in run.results if r.method not in stale]
+    run.provenance.pop("walk_version", None)
+    run.provenance["walk_versions"] = today
+    return bool(stale)
 
 
 def add_run_arguments(parser) -> None:
@@ -1054,7 +1067,16 @@ def pockets(record: dict) -> Pockets:
 
 WALKED = f"{BB_START[0]}-{BB_START[1]} + BB-100"  # polish_start.json's row the walks are measured against
 PROBABILITY_WALK = "log-p linearised + walk"  # polish_walk.json's row from the start on log p_target
-BOTH_WALK = "both linearised starts + walk"  # and from both own starts, the closer end kept (ours-walk)
+BOTH_WALK = "both linearised starts + walk"  # and from both own starts, the closer end kept (ours-walk, start 1)
+
+
+LONG_WALK = "gradient start + walk, run on"  # polish_walk.json's row of the chosen length's walk over LONG_WALK_RUNS runs
+LONG_WALK_RUNS = 61
+
+
+def gradient_walk_label(length: float) -> str:
+    """polish_walk.json's row of the walk from `fast_attack.gradient_start` with steps of this L2 length."""
+    return f"gradient start ({length:g}) + walk"
 
 
 def _walk_reference(start_record: dict) -> np.ndarray:
@@ -1092,6 +1114,17 @@ class WalkVerdict:
     from_both: float  # the closer of the walks from both own starts, per photo
     starts_differ: int  # photos on which the two own starts' walks end more than SPEED_TOLERANCE apart
     batch_spread: float  # largest |both / the closer of the two single rows - 1| over the photos (one batch of 2N)
+    from_gradient: dict[float, float]  # the walk from `fast_attack.gradient_start`, by the L2 length of its steps
+
+    @property
+    def chosen_length(self) -> float:
+        """The step length whose walk ends closest (median over the photos): the one ours-walk uses."""
+        return min(self.from_gradient, key=self.from_gradient.get)
+
+    @property
+    def gradient_reaches_walker(self) -> bool:
+        """Whether the walk from the gradient start at the chosen length ends within CLOSE_ENOUGH of Brendel-Bethge."""
+        return self.from_gradient[self.chosen_length] <= CLOSE_ENOUGH
 
     @property
     def push_matters(self) -> bool:
@@ -1116,8 +1149,13 @@ class WalkVerdict:
 
 
 def walk_verdict(table: pd.DataFrame) -> WalkVerdict:
-    """The six walks of `walk_table` read as a `WalkVerdict`."""
+    """The walks of `walk_table` read as a `WalkVerdict`."""
+    from .fast_attack import GRADIENT_LENGTHS
+
     rows = table.set_index("start, then")
+    missing = [gradient_walk_label(length) for length in GRADIENT_LENGTHS if gradient_walk_label(length) not in rows.index]
+    if missing:
+        raise KeyError(f"polish_walk.json has no rows {missing}: run benchmarks/bench_polish_walk.py")
     ratio = rows["median ratio to Brendel-Bethge"]
     photos = [c for c in rows.columns if c not in ("median ratio to Brendel-Bethge", "gradients / image", "runs")]
     ddn = f"{BB_START[0]}-{BB_START[1]} + walk"
@@ -1128,31 +1166,58 @@ def walk_verdict(table: pd.DataFrame) -> WalkVerdict:
     return WalkVerdict(float(ratio[ddn]), float(ratio[f"{ddn}, step 0"]), float(ratio["linearised + walk"]),
                        float(ratio["linearised + walk, step 0"]), int((own > CLOSE_ENOUGH).sum()),
                        float(ratio[PROBABILITY_WALK]), float(ratio[BOTH_WALK]), differ,
-                       float(np.abs(both / np.minimum(own, other) - 1).max()))
+                       float(np.abs(both / np.minimum(own, other) - 1).max()),
+                       {length: float(ratio[gradient_walk_label(length)]) for length in GRADIENT_LENGTHS})
+
+
+def long_walk_medians(record: dict, start_record: dict) -> np.ndarray:
+    """After each run of the LONG_WALK row: the median over the photos of distortion / Brendel-Bethge's (inf: none yet)."""
+    if LONG_WALK not in record.get("results", {}):
+        raise KeyError(f"polish_walk.json has no {LONG_WALK!r} row: run benchmarks/bench_polish_walk.py")
+    reference = _walk_reference(start_record)
+    trace = record["results"][LONG_WALK]["trace"]
+    return np.array([np.median([math.inf if d is None else d / r for d, r in zip(t["distortion"], reference)])
+                     for t in trace])
+
+
+def walk_runs_needed(medians: np.ndarray, tolerance: float = SPEED_TOLERANCE) -> int:
+    """The fewest runs after which the median is within `tolerance` of where the whole walk ends: ours-walk's budget."""
+    medians = np.asarray(medians, dtype=float)
+    if medians.ndim != 1 or len(medians) == 0 or not np.isfinite(medians[-1]):
+        raise ValueError("medians must be a non-empty 1-d trace whose last run succeeded on most photos")
+    return int(np.flatnonzero(medians <= (1 + tolerance) * medians[-1])[0]) + 1
 
 
 def walk_plot(record: dict, start_record: dict, ceiling: float = 1.5):
     """Median distortion / Brendel-Bethge's after each run of every walk, against gradient evaluations per image."""
     import matplotlib.pyplot as plt
 
+    from .fast_attack import GRADIENT_LENGTHS
+
     reference = _walk_reference(start_record)
-    fig, ax = plt.subplots(figsize=(6.2, 3.4), layout="constrained")
-    styles = {"linearised": "tab:brown", BB_START[0]: "tab:blue", PROBABILITY_WALK: "tab:purple", BOTH_WALK: "tab:cyan"}
+    fig, ax = plt.subplots(figsize=(7.6, 3.8), layout="constrained")
+    styles = {"linearised": "tab:brown", BB_START[0]: "tab:blue", PROBABILITY_WALK: "tab:purple", BOTH_WALK: "tab:cyan",
+              LONG_WALK: "tab:red"}
+    shades = plt.get_cmap("Oranges")(np.linspace(0.35, 0.8, len(GRADIENT_LENGTHS)))
+    styles.update({gradient_walk_label(length): shade for length, shade in zip(GRADIENT_LENGTHS, shades)})
+    lowest = 0.97
     for label, entry in record["results"].items():
         points = [(t["gradients"], float(np.median(np.array(t["distortion"], dtype=float) / reference)))
                   for t in entry["trace"]]
         points = [(g, v) for g, v in points if np.isfinite(v) and v <= ceiling]
-        ax.plot(*zip(*points), "-" if "step 0" not in label else "--", color=styles.get(label, styles.get(label.split("-")[0].split(" ")[0])),
-                marker="." if "step 0" not in label else None, ms=4, lw=1, label=label)
+        lowest = min([lowest] + [v - 0.01 for _, v in points])
+        ax.plot(*zip(*points), "-" if "step 0" not in label else "--",
+                color=styles.get(label, styles.get(label.split("-")[0].split(" ")[0])),
+                marker="." if "step 0" not in label else None, ms=4, lw=2 if label == LONG_WALK else 1, label=label)
     bb = start_record["results"][WALKED]
     ax.plot(bb["gradients"], 1.0, MARKERS["BB"], color=COLORS["BB"], ms=7, label=WALKED, ls="none")
     ax.axhline(1.0, color="black", lw=0.5, ls=":")
     ax.axhline(CLOSE_ENOUGH, color="gray", lw=0.5, ls="--")
-    ax.set_ylim(0.97, ceiling)
+    ax.set_ylim(lowest, ceiling)
     ax.set_xlabel("gradient evaluations / image", fontsize=9)
     ax.set_ylabel("distortion / Brendel-Bethge's (median)", fontsize=9)
     ax.tick_params(labelsize=8)
-    ax.legend(fontsize=7, frameon=False)
+    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 

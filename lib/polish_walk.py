@@ -7,7 +7,8 @@ z + step (z - z_before), and shrinks every end onto the boundary along its ray f
 the target's region moves nothing and doubles its image's c for the next run; one that succeeds halves it back
 towards 1. The closest success so far is kept, so the result is never farther than the start.
 `from_linearised` starts it from the book's linearised start (on the logit margin or on log p_target);
-`from_both_starts` from both, keeping the closer end, since the two often lie in different pockets.
+`from_both_starts` from both, keeping the closer end, since the two often lie in different pockets;
+`from_gradient_start` (ours-walk) from small fixed-length steps along the cross-entropy's gradient.
 `benchmarks/bench_polish_walk.py` measures it on ImageNet against Brendel-Bethge.
 """
 from __future__ import annotations
@@ -22,13 +23,14 @@ from torch import Tensor, nn
 from . import lbfgsb
 from .attack import (POLISH_KAPPA, POLISH_TEMPERATURE, AttackResult, _check_attack, _check_images, _evaluating,
                      _multiplier_estimate, _penalty, _shrink_to_boundary, distortion, predict, sharp_cross_entropy)
-from .fast_attack import boundary_on_ray, linearised_start
+from .fast_attack import GRADIENT_LENGTH, boundary_on_ray, gradient_start, linearised_start
 
 STEP = 2.0  # how far past its end each run restarts, in units of the last move
 ROUNDS = 20  # polish runs after the first
 ITERATIONS = 20  # L-BFGS iterations per run
 LINEAR_STEPS = 60  # `from_linearised`: linearised steps allowed to reach a far target such as "ostrich"
-VERSION = 1  # bump when the walks' results change: the committed ours-walk and DDN+walk results are keyed by it
+VERSION = 1  # bump when the walk's results change: the committed ours-walk and DDN+walk results are keyed by it
+OWN_START_VERSION = 2  # bump when ours-walk's start changes (1: both linearised starts; 2: `from_gradient_start`)
 
 
 @dataclass
@@ -92,22 +94,38 @@ def polish_walk(model: nn.Module, x: Tensor, x_start: Tensor, target: Tensor, *,
     return WalkResult(result, trace)
 
 
-def _own_start(model: nn.Module, x: Tensor, target: Tensor, linear_steps: int, on: str) -> Tensor:
-    """`fast_attack.linearised_start` (on the margin or on log p_target), moved onto the boundary along its ray."""
+def _own_start(model: nn.Module, x: Tensor, target: Tensor, on: str, linear_steps: int = LINEAR_STEPS,
+               length: float = GRADIENT_LENGTH) -> Tensor:
+    """One of the book's own starts, moved onto the boundary along its ray: `fast_attack.linearised_start` on the
+    margin or on log p_target (on="margin", "probability"), or `fast_attack.gradient_start` (on="gradient")."""
     _check_attack(model, x, target, 1.0, 1, 1, 1, "ce")
     if not isinstance(linear_steps, int) or isinstance(linear_steps, bool) or linear_steps < 1:
         raise ValueError(f"linear_steps must be a positive integer, got {linear_steps!r}")
+    if on not in ("margin", "probability", "gradient"):
+        raise ValueError(f"on must be 'margin', 'probability' or 'gradient', got {on!r}")
     x, target = x.detach(), target.long()
     with _evaluating(model):
-        start, crossed = linearised_start(model, x, target, linear_steps, on=on)
+        if on == "gradient":
+            start, crossed = gradient_start(model, x, target, length)
+        else:
+            start, crossed = linearised_start(model, x, target, linear_steps, on=on)
         return boundary_on_ray(model, x, start, target, crossed)
 
 
 def from_linearised(model: nn.Module, x: Tensor, target: Tensor, *, linear_steps: int = LINEAR_STEPS,
                     on: str = "margin", **walk_options) -> WalkResult:
-    """The walk from the book's own start: `fast_attack.linearised_start` (on the margin or on log p_target),
+    """The walk from the book's linearised start: `fast_attack.linearised_start` (on the margin or on log p_target),
     moved onto the boundary along its ray."""
-    return polish_walk(model, x, _own_start(model, x, target, linear_steps, on), target, **walk_options)
+    if on == "gradient":
+        raise ValueError("on='gradient' is not a linearised start: use from_gradient_start")
+    return polish_walk(model, x, _own_start(model, x, target, on, linear_steps), target, **walk_options)
+
+
+def from_gradient_start(model: nn.Module, x: Tensor, target: Tensor, *, length: float = GRADIENT_LENGTH,
+                        **walk_options) -> WalkResult:
+    """The walk from `fast_attack.gradient_start` (steps of L2 length `length` along the gradient of log p_target),
+    moved onto the boundary along its ray: ours-walk."""
+    return polish_walk(model, x, _own_start(model, x, target, "gradient", length=length), target, **walk_options)
 
 
 def from_both_starts(model: nn.Module, x: Tensor, target: Tensor, *, linear_steps: int = LINEAR_STEPS,
@@ -118,7 +136,7 @@ def from_both_starts(model: nn.Module, x: Tensor, target: Tensor, *, linear_step
     for two walks (run as one batch of 2N) and keeps whichever ends closer; after each run the trace holds
     the closer of the two walks' closest successes so far.
     """
-    starts = [_own_start(model, x, target, linear_steps, on) for on in ("margin", "probability")]
+    starts = [_own_start(model, x, target, on, linear_steps) for on in ("margin", "probability")]
     n, x, target = len(x), x.detach(), target.long()
     closer = None if on_run is None else lambda best: on_run(torch.minimum(best[:n], best[n:]))
     both = polish_walk(model, torch.cat([x, x]), torch.cat(starts), torch.cat([target, target]), on_run=closer,

@@ -162,8 +162,7 @@ def test_committed_results_are_current_and_complete(name):
     assert np.array_equal(runner_up(model, x[correct]).numpy(), run.targets)  # the runner-up rule
     methods = {r.method for r in run.results}
     assert {OURS, peers.FAST, peers.WALK, peers.WALK_DDN, "DDN", "BB", "C&W", "FMN", "FAB"} <= methods
-    from lib import polish_walk
-    assert run.provenance["walk_version"] == polish_walk.VERSION, "the walk changed: rerun benchmarks/bench_peers.py"
+    assert run.provenance["walk_versions"] == peers.walk_versions(), "a walk changed: rerun benchmarks/bench_peers.py"
     assert (EXACT in methods) == (name in peers.LINEAR_MODELS)
 
 
@@ -291,8 +290,7 @@ def test_committed_imagenet_comparison_is_complete_and_current(rule):
     assert all(r.trace and r.trace[-1][0] <= r.gradients for r in own)
     assert (run.provenance["attack_version"], run.provenance["fast_attack_version"]) == (
         attack.VERSION, fast_attack.VERSION), "the attack changed: rerun benchmarks/bench_imagenet_peers.py"
-    from lib import polish_walk
-    assert run.provenance["walk_version"] == polish_walk.VERSION, "the walk changed: rerun bench_imagenet_peers.py"
+    assert run.provenance["walk_versions"] == peers.walk_versions(), "a walk changed: rerun bench_imagenet_peers.py"
 
 
 def test_improving_runs_count_the_runs_that_bring_a_closer_success():
@@ -396,6 +394,22 @@ def test_pockets_reads_the_basins_entry():
         peers.pockets(record)
 
 
+def test_walk_runs_needed_is_the_first_run_within_the_tolerance_of_the_end():
+    assert peers.walk_runs_needed([np.inf, 1.3, 1.1, 1.004, 1.002, 1.0]) == 4
+    assert peers.walk_runs_needed([1.0, 1.0]) == 1
+    assert peers.walk_runs_needed([2.0, 1.5, 1.0], tolerance=0.0) == 3
+    with pytest.raises(ValueError, match="medians"):
+        peers.walk_runs_needed([])
+    with pytest.raises(ValueError, match="medians"):
+        peers.walk_runs_needed([1.0, np.inf])
+    start = {"photos": ["a", "b", "c"], "results": {peers.WALKED: {"distortion": [1.0, 2.0, 4.0], "gradients": 200.0}}}
+    record = {"photos": ["a", "b", "c"], "results": {peers.LONG_WALK: {"trace": [
+        {"distortion": [None, 4.0, 8.0], "gradients": 30.0}, {"distortion": [1.0, 2.2, 4.4], "gradients": 60.0}]}}}
+    assert peers.long_walk_medians(record, start) == pytest.approx([2.0, 1.1])
+    with pytest.raises(KeyError, match="bench_polish_walk"):
+        peers.long_walk_medians({"results": {}}, start)
+
+
 def test_walk_table_and_verdict_read_made_up_records():
     start = {"photos": ["a", "b"], "results": {peers.WALKED: {"distortion": [1.0, 2.0], "gradients": 200.0}}}
     trace = lambda d, g: [{"distortion": [None, None], "gradients": g / 2}, {"distortion": d, "gradients": g}]
@@ -406,6 +420,10 @@ def test_walk_table_and_verdict_read_made_up_records():
         "linearised + walk, step 0": {"distortion": [1.2, 2.4], "trace": trace([1.2, 2.4], 500.0)},
         peers.PROBABILITY_WALK: {"distortion": [1.003, 1.9], "trace": trace([1.003, 1.9], 500.0)},
         peers.BOTH_WALK: {"distortion": [1.0, 1.9], "trace": trace([1.0, 1.9], 1000.0)}}}
+    from lib.fast_attack import GRADIENT_LENGTHS
+    gradient = {length: [1.0 - k / 100, 2.0 - k / 25] for k, length in enumerate(GRADIENT_LENGTHS)}  # 1 - 0.015 k
+    for length, d in gradient.items():
+        record["results"][peers.gradient_walk_label(length)] = {"distortion": d, "trace": trace(d, 600.0)}
     table = peers.walk_table(record, start)
     ratio = table.set_index("start, then")["median ratio to Brendel-Bethge"]
     assert ratio[peers.WALKED] == 1.0 and ratio["DDN-100 + walk"] == pytest.approx(0.995)
@@ -417,6 +435,14 @@ def test_walk_table_and_verdict_read_made_up_records():
     assert verdict.from_probability == pytest.approx((1.003 + 0.95) / 2) and verdict.from_both == pytest.approx(0.975)
     assert verdict.both_reaches_walker and verdict.starts_differ == 1  # a: 0.3% apart, b: 1.1 against 0.95
     assert verdict.batch_spread == pytest.approx(0.0)  # the made-up "both" row is the closer of the two on each photo
+    assert verdict.from_gradient[GRADIENT_LENGTHS[1]] == pytest.approx(0.985)
+    assert verdict.chosen_length == GRADIENT_LENGTHS[-1] and verdict.gradient_reaches_walker
+    record["results"][peers.gradient_walk_label(GRADIENT_LENGTHS[0])]["distortion"] = [0.9, 1.8]
+    assert peers.walk_verdict(peers.walk_table(record, start)).chosen_length == GRADIENT_LENGTHS[0]
+    del record["results"][peers.gradient_walk_label(GRADIENT_LENGTHS[0])]
+    with pytest.raises(KeyError, match="bench_polish_walk"):
+        peers.walk_verdict(peers.walk_table(record, start))
+    record["results"][peers.gradient_walk_label(GRADIENT_LENGTHS[0])] = {"distortion": [1.0, 2.0], "trace": trace([1.0, 2.0], 600.0)}
     record["results"]["linearised + walk, step 0"]["distortion"] = [1.0, 2.2]
     assert not peers.walk_verdict(peers.walk_table(record, start)).push_matters
     with pytest.raises(ValueError, match="photos"):
@@ -455,7 +481,14 @@ def test_stale_walks_are_dropped_and_the_rest_kept():
                result("DDN", 100, [0.031])]
     run = peers.PeerRun("softmax-1e-4", np.arange(1), np.zeros(1), np.ones(1), list(results), {"walk_version": 0})
     assert peers.drop_stale_walks(run)
-    assert [r.method for r in run.results] == [OURS, "DDN"] and run.provenance["walk_version"] == polish_walk.VERSION
+    assert [r.method for r in run.results] == [OURS, "DDN"] and run.provenance["walk_versions"] == peers.walk_versions()
+    assert "walk_version" not in run.provenance
     current = peers.PeerRun("softmax-1e-4", np.arange(1), np.zeros(1), np.ones(1), list(results),
-                            {"walk_version": polish_walk.VERSION})
+                            {"walk_versions": peers.walk_versions()})
     assert not peers.drop_stale_walks(current) and len(current.results) == 4
+    # a run from before ours-walk's start was versioned: its DDN+walk still holds, its ours-walk only if start 1 is today's
+    legacy = peers.PeerRun("softmax-1e-4", np.arange(1), np.zeros(1), np.ones(1), list(results),
+                           {"walk_version": polish_walk.VERSION})
+    assert peers.drop_stale_walks(legacy) == (polish_walk.OWN_START_VERSION != 1)
+    kept = {r.method for r in legacy.results}
+    assert peers.WALK_DDN in kept and (peers.WALK in kept) == (polish_walk.OWN_START_VERSION == 1)

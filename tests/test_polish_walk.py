@@ -98,3 +98,39 @@ def test_probability_start_reaches_the_target_along_the_cross_entropy(models):
     assert start.min() >= 0 and start.max() <= 1
     with pytest.raises(ValueError, match="on must be"):
         linearised_start(model, x, target, 3, on="logits")
+
+
+def test_gradient_start_steps_of_fixed_length_until_the_target(models):
+    from lib.fast_attack import gradient_start
+
+    model = models["mlp"]
+    x, _ = correctly_classified(model, 6, seed=6)
+    target = runner_up(model, x)
+    start, reached = gradient_start(model, x, target, length=0.2)
+    assert reached.all() and torch.equal(predict(model, start), target)
+    assert start.min() >= 0 and start.max() <= 1
+    # each step moves at most its length (the box only clips), so k steps stay within k * length of x
+    short, short_reached = gradient_start(model, x, target, length=0.2, steps=2)
+    assert ((short - x).flatten(1).norm(dim=1) <= 2 * 0.2 + 1e-5).all()
+    assert (short_reached <= reached).all()
+    for bad in (0, -0.1, math.inf, True):
+        with pytest.raises(ValueError, match="length"):
+            gradient_start(model, x, target, length=bad)
+    with pytest.raises(ValueError, match="steps"):
+        gradient_start(model, x, target, steps=0)
+
+
+def test_walk_from_the_gradient_start_never_ends_farther_than_the_start(models):
+    from lib.fast_attack import boundary_on_ray, gradient_start
+
+    model = models["mlp"]
+    x, _ = correctly_classified(model, 5, seed=7)
+    target = runner_up(model, x)
+    walked = pw.from_gradient_start(model, x, target, length=0.2, rounds=2)
+    start, reached = gradient_start(model, x, target, length=0.2)
+    on_boundary = boundary_on_ray(model, x, start, target, reached)
+    result = walked.result
+    assert result.success.all() and torch.equal(predict(model, result.x_adv), target)
+    assert (result.distortion <= distortion(x, on_boundary) + 1e-6).all()
+    with pytest.raises(ValueError, match="from_gradient_start"):
+        pw.from_linearised(model, x, target, on="gradient")
