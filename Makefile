@@ -16,11 +16,22 @@ venv: $(STAMP)
 
 # Builds the HTML book and prints how long it took. The first build after `make clean` (or on a fresh
 # clone) executes every chapter: the cold time. Unchanged chapters then come from jupyter-cache
-# (_build/.jupyter_cache), so a second `make book` is the warm rebuild time.
+# (_build/.jupyter_cache), so a second `make book` is the warm rebuild time. jupyter-cache knows a chapter
+# only by its code cells, so when lib/ or the committed results (data/results/) have changed since the
+# cached chapters ran, the cache is dropped and every chapter runs again: a warm build never shows stale numbers.
+INPUTS_SHA := _build/.inputs.sha256
 book: $(STAMP)
 	@start=$$(date +%s); \
+	inputs=$$({ find lib -name '*.py' -not -path '*/__pycache__/*'; find data/results -type f; } \
+	  | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1); \
+	if [ -d _build/.jupyter_cache ] && [ "$$(cat $(INPUTS_SHA) 2>/dev/null)" != "$$inputs" ]; then \
+	  echo "lib/ or data/results/ changed since the cached chapters ran: executing every chapter"; \
+	  rm -rf _build/.jupyter_cache _build/jupyter_execute; \
+	  find chapters -name '*.ipynb' -exec touch {} +; \
+	fi; \
 	if [ -d _build/.jupyter_cache ]; then kind="warm: unchanged chapters from jupyter-cache"; else kind="cold: every chapter executed"; fi; \
 	$(VENV)/bin/jupyter-book build . -W --keep-going && \
+	mkdir -p _build && echo "$$inputs" > $(INPUTS_SHA) && \
 	echo "book built in $$(( $$(date +%s) - start )) s ($$kind): open _build/html/index.html"
 
 # What the browser test (tests/test_book.py) needs: Debian's Chromium and Playwright for Python.
