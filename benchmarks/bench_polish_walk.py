@@ -11,7 +11,9 @@ walk from the linearised start on log p_target (`on="probability"`) and from bot
 (`polish_walk.from_both_starts`), and from `fast_attack.gradient_start` at each of `fast_attack.GRADIENT_LENGTHS`
 (`polish_walk.from_gradient_start`: the rows that choose ours-walk's step length), and at the chosen length
 (`fast_attack.GRADIENT_LENGTH`) for `peers.LONG_WALK_RUNS` runs instead (the row that chooses ours-walk's budget
-of runs on ImageNet, `peers.walk_runs_needed`). Per row: the
+of runs on ImageNet, `peers.walk_runs_needed`), and with the photos in other orders in the batch
+(`peers.REORDER_SHIFTS`) and one photo at a time (`peers.SINGLE_WALK`): how far rounding alone moves a walk's
+end. Per row: the
 distortion of each photo's closest success after every run and the gradient evaluations per image spent by then
 (the start's included). Written with provenance to data/results/peers/imagenet/polish_walk.json; finished rows
 are kept (resumable) while DDN-100 gives the recorded start. `lib.peers.walk_table` reads it beside
@@ -20,6 +22,7 @@ polish_start.json's Brendel-Bethge row.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -75,9 +78,14 @@ def main() -> None:
     rows += [(peers.gradient_walk_label(length), None, 1.0) for length in fast_attack.GRADIENT_LENGTHS]
     lengths = {peers.gradient_walk_label(length): length for length in fast_attack.GRADIENT_LENGTHS}
     rows.append((peers.LONG_WALK, None, 1.0))  # the chosen length's walk run on, to choose ours-walk's budget of runs
-    lengths[peers.LONG_WALK] = fast_attack.GRADIENT_LENGTH
-    if record["results"].get(peers.LONG_WALK, {}).get("start", {}).get("length") != fast_attack.GRADIENT_LENGTH:
-        record["results"].pop(peers.LONG_WALK, None)  # run on at another length than today's choice
+    # the chosen length's walk again with the photos in other orders: how far rounding alone moves a walk's end
+    orders = {peers.reordered_walk_label(shift): torch.arange(len(x)).roll(shift) for shift in peers.REORDER_SHIFTS}
+    rows += [(label, None, 1.0) for label in orders]
+    rows.append((peers.SINGLE_WALK, None, 1.0))  # and one photo at a time: batches of 1 round differently
+    for label in (peers.LONG_WALK, *orders, peers.SINGLE_WALK):
+        lengths[label] = fast_attack.GRADIENT_LENGTH
+        if record["results"].get(label, {}).get("start", {}).get("length") != fast_attack.GRADIENT_LENGTH:
+            record["results"].pop(label, None)  # made at another length than today's choice
     runs = {label: (peers.LONG_WALK_RUNS if label == peers.LONG_WALK else polish_walk.ROUNDS + 1) for label, *_ in rows}
     bar = tqdm(total=sum(runs.values()), desc="walk runs", unit="run")
     for label, start_gradients, push in rows:
@@ -87,15 +95,33 @@ def main() -> None:
         counted = peers.CountingModel(model)
         trace: list[dict] = []
 
+        order = orders.get(label, torch.arange(len(x)))  # the batch's order of the photos
+        back = order.argsort()
+
         def on_run(best: torch.Tensor) -> None:
-            trace.append({"distortion": peers._round(best.cpu().numpy()),
+            trace.append({"distortion": peers._round(best[back].cpu().numpy()),
                           "gradients": (start_gradients or 0) + counted.gradient_evaluations / len(x)})
             bar.update(1)
 
         step = polish_walk.STEP * push
-        if label in lengths:
-            walked = polish_walk.from_gradient_start(counted, x, target, length=lengths[label], step=step,
-                                                     rounds=runs[label] - 1, on_run=on_run)
+        if label == peers.SINGLE_WALK:
+            ends, spent = [], []  # per photo: its walk, and the gradient evaluations it had made after each run
+            for i in range(len(x)):
+                before, counts = counted.gradient_evaluations, []
+                ends.append(polish_walk.from_gradient_start(
+                    counted, x[i:i + 1], target[i:i + 1], length=lengths[label],
+                    on_run=lambda _, before=before, counts=counts: counts.append(counted.gradient_evaluations - before)))
+                spent.append(counts)
+            for r, bests in enumerate(zip(*(e.trace for e in ends))):
+                trace.append({"distortion": peers._round(torch.cat(bests).cpu().numpy()),
+                              "gradients": sum(counts[r] for counts in spent) / len(x)})
+                bar.update(1)
+            walked = polish_walk.WalkResult(
+                dataclasses.replace(ends[0].result, x_adv=torch.cat([e.result.x_adv for e in ends])), [])
+        elif label in lengths:
+            walked = polish_walk.from_gradient_start(counted, x[order], target[order], length=lengths[label],
+                                                     step=step, rounds=runs[label] - 1, on_run=on_run)
+            walked.result.x_adv = walked.result.x_adv[back]
         elif label == peers.BOTH_WALK:
             walked = polish_walk.from_both_starts(counted, x, target, step=step, on_run=on_run)
         elif label == peers.PROBABILITY_WALK:

@@ -1074,6 +1074,15 @@ LONG_WALK = "gradient start + walk, run on"  # polish_walk.json's row of the cho
 LONG_WALK_RUNS = 61
 
 
+REORDER_SHIFTS = (1, 2)  # polish_walk.json: the chosen walk again with the photos rolled by these many places
+SINGLE_WALK = "gradient start + walk, one photo at a time"  # and in batches of one photo
+
+
+def reordered_walk_label(shift: int) -> str:
+    """polish_walk.json's row of the chosen gradient start's walk with the photos rolled by `shift` in the batch."""
+    return f"gradient start + walk, photos rolled by {shift}"
+
+
 def gradient_walk_label(length: float) -> str:
     """polish_walk.json's row of the walk from `fast_attack.gradient_start` with steps of this L2 length."""
     return f"gradient start ({length:g}) + walk"
@@ -1115,6 +1124,10 @@ class WalkVerdict:
     starts_differ: int  # photos on which the two own starts' walks end more than SPEED_TOLERANCE apart
     batch_spread: float  # largest |both / the closer of the two single rows - 1| over the photos (one batch of 2N)
     from_gradient: dict[float, float]  # the walk from `fast_attack.gradient_start`, by the L2 length of its steps
+    chosen_mean: float  # the mean over the photos (not the median) of the chosen length's walk
+    closest_length: tuple[float, float]  # per photo the closest of the lengths' walks: (median, mean) over the photos
+    reorder_spread: float  # largest |the chosen walk with the photos rolled in the batch / in order - 1| over photos, orders
+    single_spread: float  # largest |the chosen walk one photo at a time / in the batch - 1| over the photos
 
     @property
     def chosen_length(self) -> float:
@@ -1153,7 +1166,9 @@ def walk_verdict(table: pd.DataFrame) -> WalkVerdict:
     from .fast_attack import GRADIENT_LENGTHS
 
     rows = table.set_index("start, then")
-    missing = [gradient_walk_label(length) for length in GRADIENT_LENGTHS if gradient_walk_label(length) not in rows.index]
+    needed = ([gradient_walk_label(length) for length in GRADIENT_LENGTHS] + [reordered_walk_label(k) for k in REORDER_SHIFTS]
+              + [SINGLE_WALK])
+    missing = [label for label in needed if label not in rows.index]
     if missing:
         raise KeyError(f"polish_walk.json has no rows {missing}: run benchmarks/bench_polish_walk.py")
     ratio = rows["median ratio to Brendel-Bethge"]
@@ -1163,11 +1178,19 @@ def walk_verdict(table: pd.DataFrame) -> WalkVerdict:
     other = rows.loc[PROBABILITY_WALK, photos].to_numpy(dtype=float)
     differ = int((np.maximum(own, other) / np.minimum(own, other) > 1 + SPEED_TOLERANCE).sum())
     both = rows.loc[BOTH_WALK, photos].to_numpy(dtype=float)
+    from_gradient = {length: float(ratio[gradient_walk_label(length)]) for length in GRADIENT_LENGTHS}
+    chosen = min(from_gradient, key=from_gradient.get)
+    lengths = rows.loc[[gradient_walk_label(length) for length in GRADIENT_LENGTHS], photos].astype(float)
+    closest = lengths.min().to_numpy()
+    in_batch = lengths.loc[gradient_walk_label(chosen)].to_numpy(dtype=float)
+    spread = lambda label: float(np.abs(rows.loc[label, photos].to_numpy(dtype=float) / in_batch - 1).max())  # noqa: E731
     return WalkVerdict(float(ratio[ddn]), float(ratio[f"{ddn}, step 0"]), float(ratio["linearised + walk"]),
                        float(ratio["linearised + walk, step 0"]), int((own > CLOSE_ENOUGH).sum()),
                        float(ratio[PROBABILITY_WALK]), float(ratio[BOTH_WALK]), differ,
                        float(np.abs(both / np.minimum(own, other) - 1).max()),
-                       {length: float(ratio[gradient_walk_label(length)]) for length in GRADIENT_LENGTHS})
+                       from_gradient, float(lengths.loc[gradient_walk_label(chosen)].mean()),
+                       (float(np.median(closest)), float(closest.mean())),
+                       max(spread(reordered_walk_label(k)) for k in REORDER_SHIFTS), spread(SINGLE_WALK))
 
 
 def long_walk_medians(record: dict, start_record: dict) -> np.ndarray:
@@ -1189,7 +1212,8 @@ def walk_runs_needed(medians: np.ndarray, tolerance: float = SPEED_TOLERANCE) ->
 
 
 def walk_plot(record: dict, start_record: dict, ceiling: float = 1.5):
-    """Median distortion / Brendel-Bethge's after each run of every walk, against gradient evaluations per image."""
+    """Median distortion / Brendel-Bethge's after each run of every walk but the rounding checks (reordered, one photo
+    at a time), against gradient evaluations per image."""
     import matplotlib.pyplot as plt
 
     from .fast_attack import GRADIENT_LENGTHS
@@ -1200,8 +1224,11 @@ def walk_plot(record: dict, start_record: dict, ceiling: float = 1.5):
               LONG_WALK: "tab:red"}
     shades = plt.get_cmap("Oranges")(np.linspace(0.35, 0.8, len(GRADIENT_LENGTHS)))
     styles.update({gradient_walk_label(length): shade for length, shade in zip(GRADIENT_LENGTHS, shades)})
+    controls = {reordered_walk_label(shift) for shift in REORDER_SHIFTS} | {SINGLE_WALK}  # rounding checks: the table's
     lowest = 0.97
     for label, entry in record["results"].items():
+        if label in controls:
+            continue
         points = [(t["gradients"], float(np.median(np.array(t["distortion"], dtype=float) / reference)))
                   for t in entry["trace"]]
         points = [(g, v) for g, v in points if np.isfinite(v) and v <= ceiling]

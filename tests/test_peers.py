@@ -424,6 +424,11 @@ def test_walk_table_and_verdict_read_made_up_records():
     gradient = {length: [1.0 - k / 100, 2.0 - k / 25] for k, length in enumerate(GRADIENT_LENGTHS)}  # 1 - 0.015 k
     for length, d in gradient.items():
         record["results"][peers.gradient_walk_label(length)] = {"distortion": d, "trace": trace(d, 600.0)}
+    chosen = gradient[GRADIENT_LENGTHS[-1]]  # [0.97, 1.88]: ratios 0.97, 0.94
+    for shift, d in zip(peers.REORDER_SHIFTS, ([chosen[0] * 1.02, chosen[1]], chosen)):
+        record["results"][peers.reordered_walk_label(shift)] = {"distortion": d, "trace": trace(d, 600.0)}
+    single = [chosen[0], chosen[1] * 0.95]
+    record["results"][peers.SINGLE_WALK] = {"distortion": single, "trace": trace(single, 600.0)}
     table = peers.walk_table(record, start)
     ratio = table.set_index("start, then")["median ratio to Brendel-Bethge"]
     assert ratio[peers.WALKED] == 1.0 and ratio["DDN-100 + walk"] == pytest.approx(0.995)
@@ -437,6 +442,9 @@ def test_walk_table_and_verdict_read_made_up_records():
     assert verdict.batch_spread == pytest.approx(0.0)  # the made-up "both" row is the closer of the two on each photo
     assert verdict.from_gradient[GRADIENT_LENGTHS[1]] == pytest.approx(0.985)
     assert verdict.chosen_length == GRADIENT_LENGTHS[-1] and verdict.gradient_reaches_walker
+    assert verdict.reorder_spread == pytest.approx(0.02) and verdict.chosen_mean == pytest.approx(0.955)
+    assert verdict.single_spread == pytest.approx(0.05)
+    assert verdict.closest_length == pytest.approx((0.955, 0.955))
     record["results"][peers.gradient_walk_label(GRADIENT_LENGTHS[0])]["distortion"] = [0.9, 1.8]
     assert peers.walk_verdict(peers.walk_table(record, start)).chosen_length == GRADIENT_LENGTHS[0]
     del record["results"][peers.gradient_walk_label(GRADIENT_LENGTHS[0])]
