@@ -840,7 +840,7 @@ def fast_finding(name: str, group: Sequence[PeerResult]) -> Finding:
 # The picture
 # ----------------------------------------------------------------------------------------------
 
-COLORS = {OURS: "black", SHARP: "tab:brown", FAST: "tab:olive", WALK: "tab:cyan", WALK_DDN: "tab:pink", "DDN": "tab:blue", "C&W": "tab:orange", "BB": "tab:green",
+COLORS = {OURS: "black", SHARP: "tab:brown", FAST: "tab:olive", WALK: "tab:cyan", WALK_DDN: "deeppink", "DDN": "tab:blue", "C&W": "tab:orange", "BB": "tab:green",
           "FMN": "tab:red", FMN_FIXED: "tab:pink", "FAB": "tab:purple", EXACT: "tab:gray"}
 MARKERS = {OURS: "*", SHARP: "p", FAST: "P", WALK: "h", WALK_DDN: "H", "DDN": "o", "C&W": "s", "BB": "D", "FMN": "v", FMN_FIXED: "<", "FAB": "^", EXACT: "X"}
 
