@@ -25,7 +25,8 @@ book: $(STAMP)
 	inputs=$$({ find lib -name '*.py' -not -path '*/__pycache__/*'; find data/results -type f; } \
 	  | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1); \
 	if [ -d _build/.jupyter_cache ] && [ "$$(cat $(INPUTS_SHA) 2>/dev/null)" != "$$inputs" ]; then \
-	  echo "lib/ or data/results/ changed since the cached chapters ran: executing every chapter"; \
+	  if [ -f $(INPUTS_SHA) ]; then echo "lib/ or data/results/ changed since the cached chapters ran: executing every chapter"; \
+	  else echo "no record of the lib/ and data/results/ the cached chapters ran with (built outside make book): executing every chapter"; fi; \
 	  rm -rf _build/.jupyter_cache _build/jupyter_execute; \
 	  find chapters -name '*.ipynb' -exec touch {} +; \
 	fi; \
