@@ -42,6 +42,18 @@ GRADIENT_STEPS = 100  # `gradient_start`'s budget of steps
 VERSION = 1  # bump when its results change: committed peer comparisons are keyed by it
 
 
+def check_positive_integer(name: str, value: object) -> None:
+    """Raise ValueError naming `name` unless value is an int >= 1 (not a bool)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_positive_number(name: str, value: object) -> None:
+    """Raise ValueError naming `name` unless value is a finite int or float > 0 (not a bool)."""
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+
+
 def fast_attack(
     model: nn.Module,
     x: Tensor,
@@ -64,11 +76,9 @@ def fast_attack(
     fallback: give the images that fail to the paper's `lbfgs_attack`. The result's c is the polish's.
     """
     for name, value in [("polish_steps", polish_steps), ("linear_steps", linear_steps), ("history", history)]:
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_integer(name, value)
     for name, value in [("temperature", temperature), ("c_factor", c_factor)]:
-        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        check_positive_number(name, value)
     _check_attack(model, x, target, 1.0, 1, polish_steps, history, "ce")  # the images and the targets
     x, target = x.detach(), target.long()
     with _evaluating(model):
@@ -154,10 +164,8 @@ def gradient_start(model: nn.Module, x: Tensor, target: Tensor, length: float = 
     An iterative L2 fast gradient method without a projection: rows leave as soon as argmax f(z) = target,
     so each image stops just past the boundary after its own number of steps (one gradient each).
     """
-    if not (isinstance(length, (int, float)) and not isinstance(length, bool) and math.isfinite(length) and length > 0):
-        raise ValueError(f"length must be a positive finite number, got {length!r}")
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    check_positive_number("length", length)
+    check_positive_integer("steps", steps)
     margins: list[Tensor] = []
     objective = _log_probability_objective(model, target, x.shape[1:], margins)
     z = x.flatten(1).clone()

@@ -1124,10 +1124,11 @@ class WalkVerdict:
     starts_differ: int  # photos on which the two own starts' walks end more than SPEED_TOLERANCE apart
     batch_spread: float  # largest |both / the closer of the two single rows - 1| over the photos (one batch of 2N)
     from_gradient: dict[float, float]  # the walk from `fast_attack.gradient_start`, by the L2 length of its steps
-    chosen_mean: float  # the mean over the photos (not the median) of the chosen length's walk
+    chosen_mean: float  # the mean over the photos (not the median) of the walk at `fast_attack.GRADIENT_LENGTH`
     closest_length: tuple[float, float]  # per photo the closest of the lengths' walks: (median, mean) over the photos
-    reorder_spread: float  # largest |the chosen walk with the photos rolled in the batch / in order - 1| over photos, orders
-    single_spread: float  # largest |the chosen walk one photo at a time / in the batch - 1| over the photos
+    # the rounding checks, run at `fast_attack.GRADIENT_LENGTH` and compared with its row:
+    reorder_spread: float  # largest |the walk with the photos rolled in the batch / in order - 1| over photos, orders
+    single_spread: float  # largest |the walk one photo at a time / in the batch - 1| over the photos
 
     @property
     def chosen_length(self) -> float:
@@ -1163,7 +1164,7 @@ class WalkVerdict:
 
 def walk_verdict(table: pd.DataFrame) -> WalkVerdict:
     """The walks of `walk_table` read as a `WalkVerdict`."""
-    from .fast_attack import GRADIENT_LENGTHS
+    from .fast_attack import GRADIENT_LENGTH, GRADIENT_LENGTHS
 
     rows = table.set_index("start, then")
     needed = ([gradient_walk_label(length) for length in GRADIENT_LENGTHS] + [reordered_walk_label(k) for k in REORDER_SHIFTS]
@@ -1179,16 +1180,14 @@ def walk_verdict(table: pd.DataFrame) -> WalkVerdict:
     differ = int((np.maximum(own, other) / np.minimum(own, other) > 1 + SPEED_TOLERANCE).sum())
     both = rows.loc[BOTH_WALK, photos].to_numpy(dtype=float)
     from_gradient = {length: float(ratio[gradient_walk_label(length)]) for length in GRADIENT_LENGTHS}
-    chosen = min(from_gradient, key=from_gradient.get)
-    lengths = rows.loc[[gradient_walk_label(length) for length in GRADIENT_LENGTHS], photos].astype(float)
-    closest = lengths.min().to_numpy()
-    in_batch = lengths.loc[gradient_walk_label(chosen)].to_numpy(dtype=float)
+    closest = rows.loc[[gradient_walk_label(length) for length in GRADIENT_LENGTHS], photos].astype(float).min().to_numpy()
+    in_batch = rows.loc[gradient_walk_label(GRADIENT_LENGTH), photos].to_numpy(dtype=float)  # the length in use
     spread = lambda label: float(np.abs(rows.loc[label, photos].to_numpy(dtype=float) / in_batch - 1).max())  # noqa: E731
     return WalkVerdict(float(ratio[ddn]), float(ratio[f"{ddn}, step 0"]), float(ratio["linearised + walk"]),
                        float(ratio["linearised + walk, step 0"]), int((own > CLOSE_ENOUGH).sum()),
                        float(ratio[PROBABILITY_WALK]), float(ratio[BOTH_WALK]), differ,
                        float(np.abs(both / np.minimum(own, other) - 1).max()),
-                       from_gradient, float(lengths.loc[gradient_walk_label(chosen)].mean()),
+                       from_gradient, float(in_batch.mean()),
                        (float(np.median(closest)), float(closest.mean())),
                        max(spread(reordered_walk_label(k)) for k in REORDER_SHIFTS), spread(SINGLE_WALK))
 

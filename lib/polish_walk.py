@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from . import lbfgsb
 from .attack import (POLISH_KAPPA, POLISH_TEMPERATURE, AttackResult, _check_attack, _check_images, _evaluating,
                      _multiplier_estimate, _penalty, _shrink_to_boundary, distortion, predict, sharp_cross_entropy)
-from .fast_attack import GRADIENT_LENGTH, boundary_on_ray, gradient_start, linearised_start
+from .fast_attack import GRADIENT_LENGTH, boundary_on_ray, check_positive_integer, gradient_start, linearised_start
 
 STEP = 2.0  # how far past its end each run restarts, in units of the last move
 ROUNDS = 20  # polish runs after the first
@@ -99,8 +99,7 @@ def _own_start(model: nn.Module, x: Tensor, target: Tensor, on: str, linear_step
     """One of the book's own starts, moved onto the boundary along its ray: `fast_attack.linearised_start` on the
     margin or on log p_target (on="margin", "probability"), or `fast_attack.gradient_start` (on="gradient")."""
     _check_attack(model, x, target, 1.0, 1, 1, 1, "ce")
-    if not isinstance(linear_steps, int) or isinstance(linear_steps, bool) or linear_steps < 1:
-        raise ValueError(f"linear_steps must be a positive integer, got {linear_steps!r}")
+    check_positive_integer("linear_steps", linear_steps)
     if on not in ("margin", "probability", "gradient"):
         raise ValueError(f"on must be 'margin', 'probability' or 'gradient', got {on!r}")
     x, target = x.detach(), target.long()

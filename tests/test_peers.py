@@ -420,11 +420,12 @@ def test_walk_table_and_verdict_read_made_up_records():
         "linearised + walk, step 0": {"distortion": [1.2, 2.4], "trace": trace([1.2, 2.4], 500.0)},
         peers.PROBABILITY_WALK: {"distortion": [1.003, 1.9], "trace": trace([1.003, 1.9], 500.0)},
         peers.BOTH_WALK: {"distortion": [1.0, 1.9], "trace": trace([1.0, 1.9], 1000.0)}}}
-    from lib.fast_attack import GRADIENT_LENGTHS
+    from lib.fast_attack import GRADIENT_LENGTH, GRADIENT_LENGTHS
     gradient = {length: [1.0 - k / 100, 2.0 - k / 25] for k, length in enumerate(GRADIENT_LENGTHS)}  # 1 - 0.015 k
     for length, d in gradient.items():
         record["results"][peers.gradient_walk_label(length)] = {"distortion": d, "trace": trace(d, 600.0)}
-    chosen = gradient[GRADIENT_LENGTHS[-1]]  # [0.97, 1.88]: ratios 0.97, 0.94
+    in_use = GRADIENT_LENGTHS.index(GRADIENT_LENGTH)  # the rounding checks run at the length in use
+    chosen = gradient[GRADIENT_LENGTH]  # ratios 1 - in_use / 100, 1 - in_use / 50
     for shift, d in zip(peers.REORDER_SHIFTS, ([chosen[0] * 1.02, chosen[1]], chosen)):
         record["results"][peers.reordered_walk_label(shift)] = {"distortion": d, "trace": trace(d, 600.0)}
     single = [chosen[0], chosen[1] * 0.95]
@@ -442,7 +443,7 @@ def test_walk_table_and_verdict_read_made_up_records():
     assert verdict.batch_spread == pytest.approx(0.0)  # the made-up "both" row is the closer of the two on each photo
     assert verdict.from_gradient[GRADIENT_LENGTHS[1]] == pytest.approx(0.985)
     assert verdict.chosen_length == GRADIENT_LENGTHS[-1] and verdict.gradient_reaches_walker
-    assert verdict.reorder_spread == pytest.approx(0.02) and verdict.chosen_mean == pytest.approx(0.955)
+    assert verdict.reorder_spread == pytest.approx(0.02) and verdict.chosen_mean == pytest.approx(1 - 0.015 * in_use)
     assert verdict.single_spread == pytest.approx(0.05)
     assert verdict.closest_length == pytest.approx((0.955, 0.955))
     record["results"][peers.gradient_walk_label(GRADIENT_LENGTHS[0])]["distortion"] = [0.9, 1.8]
