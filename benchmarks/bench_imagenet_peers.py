@@ -5,7 +5,8 @@
 
 Every method attacks the photos of the natural-images chapter (those all three EfficientNet-Lite networks
 classify correctly, `lib.natural_images.used_photos`) on one network, toward "ostrich" and toward the
-runner-up, on one thread, over the budgets of `lib.peers.IMAGENET_BUDGETS`. Each method is timed and its
+runner-up, on one thread, over the budgets of `lib.peers.IMAGENET_BUDGETS`; the walks (ours-walk, DDN+walk)
+one photo at a time, since a walk's end moves with the batch's size. Each method is timed and its
 passes counted (`lib.peers.CountingModel`): gradient evaluations per image do not depend on the machine,
 seconds do. Each (rule, method, budget) is written to data/results/peers/imagenet/NETWORK_RULE.json as soon
 as it finishes, so an interrupted run resumes (`--fresh` starts over). Ends with the verdicts of
@@ -41,7 +42,8 @@ def plan(methods: list[str]) -> list[tuple[str, int]]:
 def provenance(network: str, names: list[str], started: str, device: str) -> dict:
     """Where a network's results came from: weights, attack versions, photos, libraries, machine, dates."""
     return {"weights": imagenet.info(network).sha256, "attack_version": attack.VERSION,
-            "fast_attack_version": fast_attack.VERSION, "walk_versions": peers.walk_versions(), "seed": 0, "split": "photos",
+            "fast_attack_version": fast_attack.VERSION, "walk_versions": peers.walk_versions(),
+            "walk_batches": peers.IMAGENET_WALK_BATCHES, "seed": 0, "split": "photos",
             "requested_images": len(names), "photos": names, "threads": 1, **peers.environment(),
             "started": started, "date": peers.started_at(),
             "command": "python benchmarks/bench_imagenet_peers.py " + " ".join(sys.argv[1:]),
@@ -63,6 +65,9 @@ def current(network: str, rule: str, names: list[str], folder: Path) -> peers.Pe
         run.results = [r for r in run.results if r.method not in peers.OWN]
         run.provenance.update(versions)
     peers.drop_stale_walks(run)
+    if run.provenance.get("walk_batches") != peers.IMAGENET_WALK_BATCHES:  # walked in one batch: ends that depend on its size
+        run.results = [r for r in run.results if r.method not in (peers.WALK, peers.WALK_DDN)]
+        run.provenance["walk_batches"] = peers.IMAGENET_WALK_BATCHES
     return run
 
 
@@ -103,7 +108,7 @@ def run_rule(network: str, rule: str, names: list[str], methods: list[str], bar:
             warmed.add(method)
         if method in peers.OWN:
             result, x_adv = peers.run_own(model, network, x, target, images, method, budget, rule, start=start,
-                                          start_cost=start_cost)
+                                          start_cost=start_cost, one_at_a_time=True)
         else:
             result, x_adv = peers.run_peer(model, network, x, target, images, method, budget, start=start,
                                            start_cost=start_cost, rule=rule)

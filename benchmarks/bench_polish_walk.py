@@ -10,8 +10,8 @@ step 0, the same runs restarted from their own ends, which says what the push pa
 walk from the linearised start on log p_target (`on="probability"`) and from both own starts, the closer kept
 (`polish_walk.from_both_starts`), and from `fast_attack.gradient_start` at each of `fast_attack.GRADIENT_LENGTHS`
 (`polish_walk.from_gradient_start`: the rows that choose ours-walk's step length), and at the chosen length
-(`fast_attack.GRADIENT_LENGTH`) for `peers.LONG_WALK_RUNS` runs instead (the row that chooses ours-walk's budget
-of runs on ImageNet, `peers.walk_runs_needed`), and with the photos in other orders in the batch
+(`fast_attack.GRADIENT_LENGTH`) for `peers.LONG_WALK_RUNS` runs instead (how many runs the walk needs on these
+three photos; ours-walk's budget is chosen on more photos, by `bench_walk_validation.py`), and with the photos in other orders in the batch
 (`peers.REORDER_SHIFTS`) and one photo at a time (`peers.SINGLE_WALK`): how far rounding alone moves a walk's
 end. Per row: the
 distortion of each photo's closest success after every run and the gradient evaluations per image spent by then
@@ -22,7 +22,6 @@ polish_start.json's Brendel-Bethge row.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -105,19 +104,13 @@ def main() -> None:
 
         step = polish_walk.STEP * push
         if label == peers.SINGLE_WALK:
-            ends, spent = [], []  # per photo: its walk, and the gradient evaluations it had made after each run
-            for i in range(len(x)):
-                before, counts = counted.gradient_evaluations, []
-                ends.append(polish_walk.from_gradient_start(
-                    counted, x[i:i + 1], target[i:i + 1], length=lengths[label],
-                    on_run=lambda _, before=before, counts=counts: counts.append(counted.gradient_evaluations - before)))
-                spent.append(counts)
-            for r, bests in enumerate(zip(*(e.trace for e in ends))):
-                trace.append({"distortion": peers._round(torch.cat(bests).cpu().numpy()),
-                              "gradients": sum(counts[r] for counts in spent) / len(x)})
-                bar.update(1)
-            walked = polish_walk.WalkResult(
-                dataclasses.replace(ends[0].result, x_adv=torch.cat([e.result.x_adv for e in ends])), [])
+            walked, spent = polish_walk.photo_by_photo(
+                lambda x, target, _, on_run: polish_walk.from_gradient_start(counted, x, target, length=lengths[label],
+                                                                             on_run=on_run),
+                x, target, spent=lambda: counted.gradient_evaluations)
+            for gradients, best in zip(spent, walked.trace):
+                on_run(best)
+                trace[-1]["gradients"] = gradients
         elif label in lengths:
             walked = polish_walk.from_gradient_start(counted, x[order], target[order], length=lengths[label],
                                                      step=step, rounds=runs[label] - 1, on_run=on_run)

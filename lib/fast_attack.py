@@ -37,7 +37,7 @@ OVERSHOOT = 0.5  # logits: each linearised step aims this far past the boundary
 RAY_STEPS = 10  # regula falsi steps of `boundary_on_ray`
 PROBABILITY_GOAL = 0.5  # `linearised_start(on="probability")`: each step aims log p_target at log(this); validation photos
 GRADIENT_LENGTHS = (0.05, 0.1, 0.15, 0.25)  # `gradient_start`'s step lengths tried on the validation photos (bench_polish_walk.py)
-GRADIENT_LENGTH = 0.25  # the one chosen there: the closest median walk toward ostrich (21 runs)
+GRADIENT_LENGTH = 0.25  # chosen there (the closest median walk toward ostrich, 21 runs), kept on 12 crops (bench_walk_validation.py)
 GRADIENT_STEPS = 100  # `gradient_start`'s budget of steps
 VERSION = 1  # bump when its results change: committed peer comparisons are keyed by it
 

@@ -95,8 +95,9 @@ METHODS = {  # one sentence each, for the chapter
 }
 IMAGENET_NETWORK = "efficientnet-lite0"  # the network of the ImageNet comparison
 IMAGENET_DIR = RESULTS_DIR / "imagenet"
-# ours-walk's 27 runs on ImageNet: `walk_runs_needed` on the validation photos (chapter 7 checks it)
-IMAGENET_BUDGETS: dict[str, tuple[int, ...]] = {OURS: (10,), SHARP: (10,), FAST: (20,), WALK: (27,), WALK_DDN: (21,),
+IMAGENET_WALK_BATCHES = "one photo at a time"  # how the ImageNet walks run (`run_own(one_at_a_time=True)`), recorded
+# ours-walk's 61 runs on ImageNet: `WalkValidation.runs_needed` on the validation photos' crops (chapter 7 checks it)
+IMAGENET_BUDGETS: dict[str, tuple[int, ...]] = {OURS: (10,), SHARP: (10,), FAST: (20,), WALK: (61,), WALK_DDN: (21,),
                                                 "DDN": (100, 300, 1000), "BB": (100,),
                                                 "C&W": (100,), "FMN": (300,), FMN_FIXED: (300,)}
 BUDGETS: dict[str, tuple[int, ...]] = {OURS: (10,), SHARP: (10,), FAST: (5, 10, 20, 40, 80), WALK: (21,), WALK_DDN: (21,),
@@ -262,9 +263,13 @@ def run_fast(model: nn.Module, name: str, x: Tensor, y: Tensor, images: np.ndarr
 
 
 def run_own(model: nn.Module, name: str, x: Tensor, target: Tensor, images: np.ndarray, method: str, budget: int,
-            rule: str, start: Tensor | None = None, start_cost: Cost | None = None) -> tuple[PeerResult, Tensor]:
+            rule: str, start: Tensor | None = None, start_cost: Cost | None = None,
+            one_at_a_time: bool = False) -> tuple[PeerResult, Tensor]:
     """Ours (`lbfgs_attack`, budget = c steps), ours-fast (budget = polish steps), ours-walk or DDN+walk (budget =
-    runs; DDN+walk from `start`, whose `start_cost` is added) towards given targets; x_adv too."""
+    runs; DDN+walk from `start`, whose `start_cost` is added) towards given targets; x_adv too.
+
+    one_at_a_time: the walks run on each image alone (`polish_walk.photo_by_photo`), so no end depends on the batch.
+    """
     if method == WALK_DDN and start is None:
         raise ValueError(f"{WALK_DDN} needs a starting point per image (start=): {BB_START[0]}-{BB_START[1]}'s result")
     before = start_cost or Cost(0.0, 0.0, 0.0)
@@ -283,11 +288,18 @@ def run_own(model: nn.Module, name: str, x: Tensor, target: Tensor, images: np.n
         run = lambda m: fast_attack(m, x, target, polish_steps=budget)  # noqa: E731
     elif method in (WALK, WALK_DDN):
         def run(m: CountingModel) -> AttackResult:
-            on_run = lambda best: trace.append((before.gradients + m.gradient_evaluations / len(x),  # noqa: E731
-                                                _round(best.double().cpu().numpy())))
-            if method == WALK:
-                return polish_walk.from_gradient_start(m, x, target, rounds=budget - 1, on_run=on_run).result
-            return polish_walk.polish_walk(m, x, start, target, rounds=budget - 1, on_run=on_run).result
+            def walk(x: Tensor, target: Tensor, start: Tensor | None, on_run) -> polish_walk.WalkResult:
+                if method == WALK:
+                    return polish_walk.from_gradient_start(m, x, target, rounds=budget - 1, on_run=on_run)
+                return polish_walk.polish_walk(m, x, start, target, rounds=budget - 1, on_run=on_run)
+
+            if not one_at_a_time:
+                on_run = lambda best: trace.append((before.gradients + m.gradient_evaluations / len(x),  # noqa: E731
+                                                    _round(best.double().cpu().numpy())))
+                return walk(x, target, start, on_run).result
+            walked, spent = polish_walk.photo_by_photo(walk, x, target, start, lambda: m.gradient_evaluations)
+            trace.extend((before.gradients + g, _round(best.double().cpu().numpy())) for g, best in zip(spent, walked.trace))
+            return walked.result
     else:
         raise ValueError(f"run_own runs {OURS!r}, {SHARP!r}, {FAST!r}, {WALK!r} or {WALK_DDN!r}, got {method!r}")
     result, cost = _timed(model, run, len(x))
@@ -1071,7 +1083,8 @@ BOTH_WALK = "both linearised starts + walk"  # and from both own starts, the clo
 
 
 LONG_WALK = "gradient start + walk, run on"  # polish_walk.json's row of the chosen length's walk over LONG_WALK_RUNS runs
-LONG_WALK_RUNS = 61
+LONG_WALK_RUNS = 61  # and walk_validation.json's runs at the chosen length, where ours-walk's budget is chosen
+SHORT_RUNS = 31  # walk_validation.json: the runs of the walks at the lengths not chosen
 
 
 REORDER_SHIFTS = (1, 2)  # polish_walk.json: the chosen walk again with the photos rolled by these many places
@@ -1210,6 +1223,156 @@ def walk_runs_needed(medians: np.ndarray, tolerance: float = SPEED_TOLERANCE) ->
     return int(np.flatnonzero(medians <= (1 + tolerance) * medians[-1])[0]) + 1
 
 
+@dataclass
+class WalkValidation:
+    """ours-walk from the gradient start on the validation photos' crops (walk_validation.json), one crop at a time."""
+
+    crops: list[str]
+    ratios: dict[float, np.ndarray]  # by step length: [runs, crops], each crop's closest success so far / Brendel-Bethge's
+    gradients: dict[float, np.ndarray]  # by step length: [runs, crops], gradient evaluations spent by then (start included)
+
+    def medians(self, length: float) -> np.ndarray:
+        """After each run of the walk at `length`: the median over the crops of the ratio to Brendel-Bethge."""
+        return np.median(self.ratios[length], axis=1)
+
+    @property
+    def runs_needed(self) -> int:
+        """`walk_runs_needed` on the chosen length's long walk: ours-walk's budget of runs on ImageNet."""
+        from .fast_attack import GRADIENT_LENGTH
+
+        return walk_runs_needed(self.medians(GRADIENT_LENGTH))
+
+    @property
+    def compared_runs(self) -> int:
+        """The runs that every length's walk made: where the lengths are compared."""
+        return min(len(r) for r in self.ratios.values())
+
+    def at_runs(self, runs: int) -> dict[float, float]:
+        """Each length's median ratio after `runs` runs."""
+        return {length: float(self.medians(length)[runs - 1]) for length in self.ratios}
+
+    @property
+    def closest_length(self) -> float:
+        """The length whose walk ends closest (median) after `compared_runs` runs."""
+        medians = self.at_runs(self.compared_runs)
+        return min(medians, key=medians.get)
+
+    def closer_crops(self, length: float, other: float) -> int:
+        """On how many crops the walk at `length` ends closer than the walk at `other`, after `compared_runs` runs."""
+        k = self.compared_runs - 1
+        return int((self.ratios[length][k] < self.ratios[other][k]).sum())
+
+    @property
+    def length_settled(self) -> bool:
+        """Whether no length beats the chosen one both in the median (by more than SPEED_TOLERANCE) and crop by crop
+        (on more than half the crops): a change must show in both, since rounding alone moves a dozen crops' median."""
+        from .fast_attack import GRADIENT_LENGTH
+
+        medians = self.at_runs(self.compared_runs)
+        return not any(medians[length] < medians[GRADIENT_LENGTH] / (1 + SPEED_TOLERANCE)
+                       and 2 * self.closer_crops(length, GRADIENT_LENGTH) > len(self.crops) for length in medians)
+
+    def means(self, runs: int) -> dict[float, float]:
+        """Each length's mean ratio over the crops after `runs` runs."""
+        return {length: float(r[runs - 1].mean()) for length, r in self.ratios.items()}
+
+    @property
+    def multi_runs(self) -> int:
+        """Runs per length of a multi-start (every length's walk, the closest end kept per crop) that costs about as
+        many runs as the chosen length's long walk."""
+        return min(self.compared_runs, max(len(r) for r in self.ratios.values()) // len(self.ratios))
+
+    def multi_start(self, runs: int) -> np.ndarray:
+        """Per crop the closest end of every length's walk after `runs` runs each."""
+        return np.min([r[runs - 1] for r in self.ratios.values()], axis=0)
+
+    @property
+    def equal_cost(self) -> tuple[float, float, float, float]:
+        """(multi-start median, its gradients / image, the chosen length's median after as many gradients, those
+        gradients): a few short walks against one long walk at the same cost."""
+        from .fast_attack import GRADIENT_LENGTH
+
+        k = self.multi_runs
+        spent = float(np.mean(sum(g[k - 1] for g in self.gradients.values())))
+        long = self.gradients[GRADIENT_LENGTH].mean(axis=1)
+        r = int(min(np.searchsorted(long, spent), len(long) - 1))
+        return float(np.median(self.multi_start(k))), spent, float(self.medians(GRADIENT_LENGTH)[r]), float(long[r])
+
+
+def walk_validation(record: dict) -> WalkValidation:
+    """bench_walk_validation.py's record read as a `WalkValidation` (lengths with a walk on every crop only)."""
+    results = record.get("results", {})
+    if WALKED not in results:
+        raise KeyError(f"walk_validation.json has no {WALKED!r} row: run benchmarks/bench_walk_validation.py")
+    crops = record["photos"]
+    reference = np.array(results[WALKED]["distortion"], dtype=float)
+    ratios, gradients = {}, {}
+    for entry in results.values():
+        images = entry.get("images", {})
+        if "length" not in entry or any(c not in images for c in crops):
+            continue
+        dist = np.array([[math.inf if d is None else d for d in images[c]["distortion"]] for c in crops], dtype=float)
+        ratios[entry["length"]] = dist.T / reference
+        gradients[entry["length"]] = np.array([images[c]["gradients"] for c in crops], dtype=float).T
+    from .fast_attack import GRADIENT_LENGTH
+
+    if GRADIENT_LENGTH not in ratios:
+        raise KeyError(f"walk_validation.json has no walk at the chosen length {GRADIENT_LENGTH} on every crop")
+    return WalkValidation(crops, dict(sorted(ratios.items())), dict(sorted(gradients.items())))
+
+
+def repeats_single_walk(record: dict, walk_record: dict) -> bool:
+    """Whether the centre crops' walks at the chosen length (walk_validation.json) repeat polish_walk.json's walk one
+    photo at a time to the digit, run by run: the same photos walked alone give the same ends in both benchmarks."""
+    from .fast_attack import GRADIENT_LENGTH
+
+    trace = walk_record["results"][SINGLE_WALK]["trace"]
+    images = record["results"][gradient_walk_label(GRADIENT_LENGTH)]["images"]
+    return all(images[photo]["distortion"][:len(trace)] == [t["distortion"][j] for t in trace]
+               for j, photo in enumerate(walk_record["photos"]))
+
+
+def _walk_axes(ax, lowest: float, ceiling: float, ylabel: str) -> None:
+    """The walk figures' frame: Brendel-Bethge's distortion (1) and the target (CLOSE_ENOUGH) as lines, labels, legend."""
+    ax.axhline(1.0, color="black", lw=0.5, ls=":")
+    ax.axhline(CLOSE_ENOUGH, color="gray", lw=0.5, ls="--")
+    ax.set_ylim(lowest, ceiling)
+    ax.set_xlabel("gradient evaluations / image", fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+
+
+def walk_validation_plot(validation: WalkValidation, ceiling: float = 1.3):
+    """Median over the crops of distortion / Brendel-Bethge's after each run of each length's walk, against gradient
+    evaluations per image; the chosen length's crops in thin grey, and the multi-start at equal cost as one point."""
+    import matplotlib.pyplot as plt
+
+    from .fast_attack import GRADIENT_LENGTH
+
+    fig, ax = plt.subplots(figsize=(7.6, 3.8), layout="constrained")
+    shades = plt.get_cmap("Oranges")(np.linspace(0.35, 0.8, len(validation.ratios)))
+    chosen = validation.ratios[GRADIENT_LENGTH]
+    spent = validation.gradients[GRADIENT_LENGTH]
+    for j in range(chosen.shape[1]):  # each crop of the chosen length's walk
+        keep = np.isfinite(chosen[:, j]) & (chosen[:, j] <= ceiling)
+        ax.plot(spent[keep, j], chosen[keep, j], color="0.8", lw=0.6, label="one crop (ℓ = %g)" % GRADIENT_LENGTH
+                if j == 0 else None)
+    lowest = 0.97
+    for (length, ratios), shade in zip(validation.ratios.items(), shades):
+        medians, gradients = np.median(ratios, axis=1), validation.gradients[length].mean(axis=1)
+        keep = np.isfinite(medians) & (medians <= ceiling)
+        lowest = min([lowest] + list(medians[keep] - 0.01))
+        ax.plot(gradients[keep], medians[keep], "-", marker=".", ms=4, color="tab:red" if length == GRADIENT_LENGTH
+                else shade, lw=2 if length == GRADIENT_LENGTH else 1, label=f"ℓ = {length:g} (median)")
+    multi, cost, _, _ = validation.equal_cost
+    ax.plot(cost, multi, "*", color="black", ms=10, ls="none",
+            label=f"closest of the {len(validation.ratios)} lengths' walks, {validation.multi_runs} runs each (median)")
+    _walk_axes(ax, lowest, ceiling, "distortion / Brendel-Bethge's")
+    ax.set_title(f"The walk from the gradient start on {len(validation.crops)} validation crops, toward ostrich", fontsize=9)
+    return fig
+
+
 def walk_plot(record: dict, start_record: dict, ceiling: float = 1.5):
     """Median distortion / Brendel-Bethge's after each run of every walk but the rounding checks (reordered, one photo
     at a time), against gradient evaluations per image."""
@@ -1237,13 +1400,7 @@ def walk_plot(record: dict, start_record: dict, ceiling: float = 1.5):
                 marker="." if "step 0" not in label else None, ms=4, lw=2 if label == LONG_WALK else 1, label=label)
     bb = start_record["results"][WALKED]
     ax.plot(bb["gradients"], 1.0, MARKERS["BB"], color=COLORS["BB"], ms=7, label=WALKED, ls="none")
-    ax.axhline(1.0, color="black", lw=0.5, ls=":")
-    ax.axhline(CLOSE_ENOUGH, color="gray", lw=0.5, ls="--")
-    ax.set_ylim(lowest, ceiling)
-    ax.set_xlabel("gradient evaluations / image", fontsize=9)
-    ax.set_ylabel("distortion / Brendel-Bethge's (median)", fontsize=9)
-    ax.tick_params(labelsize=8)
-    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _walk_axes(ax, lowest, ceiling, "distortion / Brendel-Bethge's (median)")
     return fig
 
 

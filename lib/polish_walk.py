@@ -9,6 +9,8 @@ towards 1. The closest success so far is kept, so the result is never farther th
 `from_linearised` starts it from the book's linearised start (on the logit margin or on log p_target);
 `from_both_starts` from both, keeping the closer end, since the two often lie in different pockets;
 `from_gradient_start` (ours-walk) from small fixed-length steps along the cross-entropy's gradient.
+`photo_by_photo` runs any of them one image at a time: a batch of one rounds differently from a larger batch,
+and a walk's end moves with it (chapter 7), so results that must not depend on the batch are made this way.
 `benchmarks/bench_polish_walk.py` measures it on ImageNet against Brendel-Bethge.
 """
 from __future__ import annotations
@@ -146,3 +148,19 @@ def from_both_starts(model: nn.Module, x: Tensor, target: Tensor, *, linear_step
     result = AttackResult(r.x_adv[rows], r.success[rows], r.distortion[rows], r.c[rows], r.target[rows],
                           r.misclassified[rows])
     return WalkResult(result, [torch.minimum(t[:n], t[n:]) for t in both.trace])
+
+
+def photo_by_photo(walk: Callable[..., WalkResult], x: Tensor, target: Tensor, start: Tensor | None = None,
+                   spent: Callable[[], float] | None = None) -> tuple[WalkResult, list[float]]:
+    """walk(x_i, target_i, start_i, on_run) on each image alone, the results joined; and, if `spent` (the gradient
+    evaluations made so far) is given, the mean over the images of those each had made after every run."""
+    ends, counts = [], []
+    for i in range(len(x)):
+        before, mine = (spent() if spent else 0.0), []
+        on_run = (lambda _, before=before, mine=mine: mine.append(spent() - before)) if spent else None
+        ends.append(walk(x[i:i + 1], target[i:i + 1], None if start is None else start[i:i + 1], on_run))
+        counts.append(mine)
+    fields = {f: torch.cat([getattr(e.result, f) for e in ends]) for f in AttackResult.__dataclass_fields__}
+    trace = [torch.cat(bests) for bests in zip(*(e.trace for e in ends))]
+    per_run = [sum(c[r] for c in counts) / len(x) for r in range(len(counts[0]))] if spent else []
+    return WalkResult(AttackResult(**fields), trace), per_run

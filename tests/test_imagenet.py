@@ -156,3 +156,25 @@ def test_bad_images_get_clear_errors():
     with pytest.raises(ValueError, match="uint8"):
         photos.to_input(rgb.astype(np.float32))
     assert photos.to_input(rgb).shape == (3, 224, 224)
+
+
+def test_the_variants_are_the_mirror_and_the_crop_moved_both_ways():
+    image = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    centre = photos.to_input(image)
+    assert torch.equal(photos.to_input(image, variant="mirror"), centre.flip(-1))
+    # 300x400 resizes to 256x341: the centre crop starts at (58, 16); the shifted ones SHIFT pixels either way
+    from PIL import Image
+
+    resized = np.asarray(Image.fromarray(image).resize((341, 256), Image.BICUBIC))
+    for variant, (left, top) in {"centre": (58, 16), "up-left": (42, 0), "down-right": (74, 32)}.items():
+        expected = torch.from_numpy(resized[top:top + 224, left:left + 224].copy()).permute(2, 0, 1).float() / 255
+        assert torch.equal(photos.to_input(image, variant=variant), expected), variant
+    x, labels = photos.load_variants(["rocket", "flower"], ("centre", "mirror"))
+    assert labels == ["rocket", "rocket (mirror)", "flower", "flower (mirror)"]
+    assert torch.equal(x[[0, 2]], photos.load(["rocket", "flower"])[0]) and torch.equal(x[1], x[0].flip(-1))
+    with pytest.raises(ValueError, match="variant must be one of"):
+        photos.to_input(image, variant="rotated")
+    with pytest.raises(ValueError, match="variants must be a non-empty list"):
+        photos.load_variants(["rocket"], "mirror")
+    with pytest.raises(ValueError, match="unknown photo"):
+        photos.load_variants(["lena"])

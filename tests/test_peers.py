@@ -291,6 +291,7 @@ def test_committed_imagenet_comparison_is_complete_and_current(rule):
     assert (run.provenance["attack_version"], run.provenance["fast_attack_version"]) == (
         attack.VERSION, fast_attack.VERSION), "the attack changed: rerun benchmarks/bench_imagenet_peers.py"
     assert run.provenance["walk_versions"] == peers.walk_versions(), "a walk changed: rerun bench_imagenet_peers.py"
+    assert run.provenance["walk_batches"] == peers.IMAGENET_WALK_BATCHES  # no walk's end depends on the batch
 
 
 def test_improving_runs_count_the_runs_that_bring_a_closer_success():
@@ -501,3 +502,58 @@ def test_stale_walks_are_dropped_and_the_rest_kept():
     assert peers.drop_stale_walks(legacy) == (polish_walk.OWN_START_VERSION != 1)
     kept = {r.method for r in legacy.results}
     assert peers.WALK_DDN in kept and (peers.WALK in kept) == (polish_walk.OWN_START_VERSION == 1)
+
+
+def test_walk_validation_reads_made_up_crops():
+    from lib.fast_attack import GRADIENT_LENGTH, GRADIENT_LENGTHS
+    crops = ["a", "a (mirror)", "b"]
+    record = {"photos": crops, "results": {peers.WALKED: {"distortion": [1.0, 2.0, 4.0], "gradients": 200.0}}}
+    with pytest.raises(KeyError, match="chosen length"):
+        peers.walk_validation(record)
+    long = [[None, 2.0, 1.2, 1.1, 1.0, 1.0, 1.0, 1.0]] * 3  # per crop, ratios to the reference after each run
+    factor = lambda length: 1.0 if length == GRADIENT_LENGTH else 0.9 + GRADIENT_LENGTHS.index(length) / 20  # noqa: E731
+    for length in GRADIENT_LENGTHS:
+        runs = 8 if length == GRADIENT_LENGTH else 4
+        images = {c: {"distortion": [None if v is None else v * ref * factor(length)
+                                     for v in long[j][:runs]], "gradients": [30 * (k + 1) for k in range(runs)]}
+                  for j, (c, ref) in enumerate(zip(crops, (1.0, 2.0, 4.0)))}
+        record["results"][peers.gradient_walk_label(length)] = {"length": length, "runs": runs, "images": images}
+    record["results"]["half done"] = {"length": 9.0, "images": {"a": {"distortion": [1.0], "gradients": [1]}}}
+    v = peers.walk_validation(record)
+    assert v.crops == crops and set(v.ratios) == set(GRADIENT_LENGTHS)  # the walk on one crop only is left out
+    assert v.medians(GRADIENT_LENGTH) == pytest.approx([np.inf, 2.0, 1.2, 1.1, 1.0, 1.0, 1.0, 1.0])
+    assert v.runs_needed == 5 and v.compared_runs == 4
+    others = [length for length in GRADIENT_LENGTHS if length != GRADIENT_LENGTH]
+    assert v.at_runs(4)[others[0]] == pytest.approx(1.1 * factor(others[0])) and v.closest_length == others[0]
+    assert v.closer_crops(others[0], GRADIENT_LENGTH) == 3 and v.closer_crops(GRADIENT_LENGTH, others[0]) == 0
+    assert not v.length_settled  # another length ends closer on every crop and by 10% in the median
+    assert v.means(4)[GRADIENT_LENGTH] == pytest.approx(1.1)
+    for length in others:  # closer by 0.2% in the median only: not a reason to change
+        v.ratios[length] = v.ratios[GRADIENT_LENGTH][:4] * np.array([0.998, 0.998, 1.2])
+    assert v.length_settled
+    v = peers.walk_validation(record)
+    assert v.multi_runs == min(4, 8 // len(GRADIENT_LENGTHS))
+    k = v.multi_runs
+    assert v.multi_start(k) == pytest.approx(long[0][k - 1] * factor(others[0]) * np.ones(3) if k > 1 else [np.inf] * 3)
+    multi, spent, single, single_spent = v.equal_cost
+    assert spent == 30 * k * len(GRADIENT_LENGTHS) and single_spent >= min(spent, 240)
+    assert single == pytest.approx(v.medians(GRADIENT_LENGTH)[int(single_spent) // 30 - 1])
+    with pytest.raises(KeyError, match="bench_walk_validation"):
+        peers.walk_validation({"photos": crops, "results": {}})
+    import matplotlib
+    matplotlib.use("Agg")
+    assert peers.walk_validation_plot(v).axes
+
+
+def test_committed_walk_validation_is_current_and_chooses_ours_walks_settings():
+    from lib import attack, fast_attack, imagenet, natural_images, photos
+    record = json.loads((peers.IMAGENET_DIR / "walk_validation.json").read_text())
+    names = natural_images.validation_photos(peers.IMAGENET_NETWORK)
+    assert record["photos"] == photos.load_variants(names)[1] and record["walk_versions"] == peers.walk_versions()
+    assert record["attack_version"] == attack.VERSION and record["weights"] == imagenet.info(peers.IMAGENET_NETWORK).sha256
+    v = peers.walk_validation(record)
+    assert set(v.ratios) == set(fast_attack.GRADIENT_LENGTHS) and np.isfinite(v.ratios[fast_attack.GRADIENT_LENGTH][-1]).all()
+    assert len(v.ratios[fast_attack.GRADIENT_LENGTH]) == peers.LONG_WALK_RUNS and v.compared_runs == peers.SHORT_RUNS
+    assert peers.IMAGENET_BUDGETS[peers.WALK] == (v.runs_needed,) and v.length_settled
+    walk_record = json.loads((peers.IMAGENET_DIR / "polish_walk.json").read_text())
+    assert peers.repeats_single_walk(record, walk_record)

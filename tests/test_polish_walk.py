@@ -134,3 +134,28 @@ def test_walk_from_the_gradient_start_never_ends_farther_than_the_start(models):
     assert (result.distortion <= distortion(x, on_boundary) + 1e-6).all()
     with pytest.raises(ValueError, match="from_gradient_start"):
         pw.from_linearised(model, x, target, on="gradient")
+
+
+def test_photo_by_photo_is_each_image_walked_alone_and_counts_its_gradients(models):
+    from lib.peers import CountingModel
+
+    model = models["mlp"]
+    x, _ = correctly_classified(model, 3, seed=5)
+    target = runner_up(model, x)
+    counted = CountingModel(model)
+
+    def walk(x, target, start, on_run):
+        return pw.from_gradient_start(counted, x, target, length=0.5, rounds=2, iterations=5, on_run=on_run)
+
+    joined, spent = pw.photo_by_photo(walk, x, target, spent=lambda: counted.gradient_evaluations)
+    alone = [walk(x[i:i + 1], target[i:i + 1], None, None) for i in range(len(x))]
+    assert torch.equal(joined.result.x_adv, torch.cat([a.result.x_adv for a in alone]))
+    assert torch.equal(joined.result.success, torch.cat([a.result.success for a in alone]))
+    assert len(joined.trace) == 3 and all(torch.equal(t, torch.cat([a.trace[r] for a in alone]))
+                                          for r, t in enumerate(joined.trace))
+    assert len(spent) == 3 and spent[0] > 0 and spent == sorted(spent)  # gradients per image, growing run by run
+    assert spent[-1] * len(x) == counted.gradient_evaluations / 2  # the walks alone made as many again
+    start = joined.result.x_adv  # a start per image is cut to its row
+    again, none = pw.photo_by_photo(lambda x, t, s, r: pw.polish_walk(model, x, s, t, rounds=0, iterations=3,
+                                                                      on_run=r), x, target, start)
+    assert none == [] and (again.result.distortion <= joined.result.distortion + 1e-7).all()
