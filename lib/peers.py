@@ -1358,7 +1358,7 @@ def walk_validation_plot(validation: WalkValidation, ceiling: float = 1.3):
         keep = np.isfinite(chosen[:, j]) & (chosen[:, j] <= ceiling)
         ax.plot(spent[keep, j], chosen[keep, j], color="0.8", lw=0.6, label="one crop (ℓ = %g)" % GRADIENT_LENGTH
                 if j == 0 else None)
-    lowest = 0.97
+    lowest = min(0.97, float(chosen[np.isfinite(chosen)].min()) - 0.01)  # every crop in view
     for (length, ratios), shade in zip(validation.ratios.items(), shades):
         medians, gradients = np.median(ratios, axis=1), validation.gradients[length].mean(axis=1)
         keep = np.isfinite(medians) & (medians <= ceiling)
