@@ -98,7 +98,7 @@ IMAGENET_DIR = RESULTS_DIR / "imagenet"
 IMAGENET_WALK_BATCHES = "one photo at a time"  # how the ImageNet walks run (`run_own(one_at_a_time=True)`), recorded
 # ours-walk's 61 runs on ImageNet: `WalkValidation.runs_needed` on the validation photos' crops (chapter 7 checks it)
 IMAGENET_BUDGETS: dict[str, tuple[int, ...]] = {OURS: (10,), SHARP: (10,), FAST: (20,), WALK: (61,), WALK_DDN: (21,),
-                                                "DDN": (100, 300, 1000), "BB": (100,),
+                                                "DDN": (100, 300, 1000, 3000), "BB": (100,),
                                                 "C&W": (100,), "FMN": (300,), FMN_FIXED: (300,)}
 BUDGETS: dict[str, tuple[int, ...]] = {OURS: (10,), SHARP: (10,), FAST: (5, 10, 20, 40, 80), WALK: (21,), WALK_DDN: (21,),
                                        "DDN": (10, 30, 100, 300, 1000),
