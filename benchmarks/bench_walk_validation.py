@@ -9,7 +9,8 @@ time and on one thread, so no result depends on the batch: Brendel-Bethge-100 fr
 reference, run as one batch as the peers are) and the walk from `fast_attack.gradient_start` at each of
 `fast_attack.GRADIENT_LENGTHS`, for `peers.LONG_WALK_RUNS` runs at the chosen length and `peers.SHORT_RUNS` at
 the others. Per walk and crop: the distortion of its closest success after every run and the gradient
-evaluations spent by then (the start's included). Written crop by crop to
+evaluations spent by then (the start's included). `peers.VALIDATION_PEERS` (FMN*-300) run on the crops too,
+so the walk is also measured against the closer of two peers per crop, as on the test photos. Written crop by crop to
 data/results/peers/imagenet/walk_validation.json (resumable; two processes with different --lengths may share
 it). `lib.peers.walk_validation` reads it: the budget of runs, and whether a multi-start over the lengths pays.
 """
@@ -85,6 +86,18 @@ def main() -> None:
         reference = {"distortion": peers._round(dist), "gradients": bb.gradients}
         record = update(key, lambda r: r["results"].setdefault(peers.WALKED, reference))
         print(f"{peers.WALKED}: {reference}", flush=True)
+
+    for method, budget in peers.VALIDATION_PEERS:  # the other peer that is closest on some test photos
+        label = f"{method}-{budget}"
+        if label in record["results"] or args.no_reference:
+            continue
+        peer, peer_x = peers.run_peer(model, args.network, x, target, list(range(len(x))), method, budget,
+                                      rule="ostrich")
+        dist, success = peers.measure(model, x, peer_x, target)
+        entry = {"distortion": [d if ok else None for d, ok in zip(peers._round(dist), success)],
+                 "gradients": peer.gradients}
+        record = update(key, lambda r, label=label, entry=entry: r["results"].setdefault(label, entry))
+        print(f"{label}: {entry}", flush=True)
 
     runs = {length: peers.LONG_WALK_RUNS if length == fast_attack.GRADIENT_LENGTH else peers.SHORT_RUNS
             for length in args.lengths}

@@ -1085,6 +1085,7 @@ BOTH_WALK = "both linearised starts + walk"  # and from both own starts, the clo
 LONG_WALK = "gradient start + walk, run on"  # polish_walk.json's row of the chosen length's walk over LONG_WALK_RUNS runs
 LONG_WALK_RUNS = 61  # and walk_validation.json's runs at the chosen length, where ours-walk's budget is chosen
 SHORT_RUNS = 31  # walk_validation.json: the runs of the walks at the lengths not chosen
+VALIDATION_PEERS = ((FMN_FIXED, 300),)  # walk_validation.json: peers run on the crops beside Brendel-Bethge (WALKED)
 
 
 REORDER_SHIFTS = (1, 2)  # polish_walk.json: the chosen walk again with the photos rolled by these many places
@@ -1230,6 +1231,25 @@ class WalkValidation:
     crops: list[str]
     ratios: dict[float, np.ndarray]  # by step length: [runs, crops], each crop's closest success so far / Brendel-Bethge's
     gradients: dict[float, np.ndarray]  # by step length: [runs, crops], gradient evaluations spent by then (start included)
+    peer_ratios: dict[str, np.ndarray] = field(default_factory=dict)  # VALIDATION_PEERS by label: [crops], / Brendel-Bethge's
+
+    def to_best_peer(self, length: float) -> np.ndarray:
+        """[runs, crops]: the walk at `length` against the closest of Brendel-Bethge and the validation peers per crop,
+        as the test photos are judged (against the best peer)."""
+        best = np.min([np.ones(len(self.crops)), *self.peer_ratios.values()], axis=0)
+        return self.ratios[length] / best
+
+    def draws(self, photos: int) -> np.ndarray:
+        """Every way of choosing `photos` of the crops: the median of the chosen crops' ratios to the best peer at the
+        end of the chosen length's walk. How the verdict on that many test photos may fall, if they were like these."""
+        from itertools import combinations
+
+        from .fast_attack import GRADIENT_LENGTH
+
+        if not 0 < photos <= len(self.crops):
+            raise ValueError(f"photos must be between 1 and the {len(self.crops)} crops, got {photos}")
+        end = self.to_best_peer(GRADIENT_LENGTH)[-1]
+        return np.array([np.median(end[list(chosen)]) for chosen in combinations(range(len(self.crops)), photos)])
 
     def medians(self, length: float) -> np.ndarray:
         """After each run of the walk at `length`: the median over the crops of the ratio to Brendel-Bethge."""
@@ -1286,6 +1306,11 @@ class WalkValidation:
         """Per crop the closest end of every length's walk after `runs` runs each."""
         return np.min([r[runs - 1] for r in self.ratios.values()], axis=0)
 
+    def share_met(self, photos: int) -> float:
+        """The fraction of `draws(photos)` within CLOSE_ENOUGH of the best peer: how often that many photos like these
+        crops would pass the book's distortion target."""
+        return float((self.draws(photos) <= CLOSE_ENOUGH).mean())
+
     @property
     def equal_cost(self) -> tuple[float, float, float, float]:
         """(multi-start median, its gradients / image, the chosen length's median after as many gradients, those
@@ -1318,7 +1343,61 @@ def walk_validation(record: dict) -> WalkValidation:
 
     if GRADIENT_LENGTH not in ratios:
         raise KeyError(f"walk_validation.json has no walk at the chosen length {GRADIENT_LENGTH} on every crop")
-    return WalkValidation(crops, dict(sorted(ratios.items())), dict(sorted(gradients.items())))
+    if any(len(r) > len(ratios[GRADIENT_LENGTH]) for r in ratios.values()):  # equal_cost and multi_runs assume it
+        raise ValueError(f"walk_validation.json: the walk at the chosen length {GRADIENT_LENGTH} must be the longest, "
+                         f"got runs {({length: len(r) for length, r in ratios.items()})}")
+    peer_ratios = {}
+    for method, budget in VALIDATION_PEERS:
+        entry = results.get(f"{method}-{budget}")
+        if entry is not None:  # a peer's failure on a crop (None) leaves Brendel-Bethge that crop's best peer
+            peer_ratios[f"{method}-{budget}"] = np.array([math.inf if d is None else d for d in entry["distortion"]],
+                                                         dtype=float) / reference
+    return WalkValidation(crops, dict(sorted(ratios.items())), dict(sorted(gradients.items())), peer_ratios)
+
+
+@dataclass
+class OstrichMiss:
+    """ours-walk toward ostrich on the test photos, set against its draws on the validation crops: a bad draw of
+    pockets, or a peer closer on the test photos than on the crops, or the walk itself?"""
+
+    draws: np.ndarray  # `WalkValidation.draws` of as many crops as there are test photos
+    test_median: float  # ours-walk's median ratio to the best peer on the test photos
+    test_median_bb: float  # and to Brendel-Bethge alone (the crops' reference)
+    closest_peer: dict[str, int]  # by label: test photos on which each peer is the best peer (those on none left out)
+    crops_peer_closer: int  # crops on which a validation peer ends closer than Brendel-Bethge
+
+    @property
+    def share_met(self) -> float:
+        """The fraction of the crops' draws within CLOSE_ENOUGH of the best peer."""
+        return float((self.draws <= CLOSE_ENOUGH).mean())
+
+    @property
+    def beyond_draws(self) -> bool:
+        """Whether the test photos' median is above every draw of the crops."""
+        return bool(self.test_median > self.draws.max())
+
+    @property
+    def cause(self) -> str:
+        """'draw' (the test median lies among the crops' draws), 'peer' (above them all, but within CLOSE_ENOUGH of
+        Brendel-Bethge alone: another peer is closer on the test photos) or 'walk' (above them, and of BB too)."""
+        if not self.beyond_draws:
+            return "draw"
+        return "peer" if self.test_median_bb <= CLOSE_ENOUGH else "walk"
+
+
+def ostrich_miss(validation: WalkValidation, run: PeerRun) -> OstrichMiss:
+    """`OstrichMiss` from the crops (walk_validation.json) and the committed ostrich comparison of the test photos."""
+    if run.rule != "ostrich":
+        raise ValueError(f"ostrich_miss reads the ostrich comparison, got rule {run.rule!r}")
+    walk, bb = _one(run.results, WALK), _one(run.results, "BB")
+    if walk is None or bb is None:
+        raise ValueError("the ostrich comparison lacks ours-walk or Brendel-Bethge")
+    best = best_peer(run.results)
+    closest = {r.label: int((r.distortion <= best).sum()) for r in run.results if r.method not in OWN}
+    closest = {label: n for label, n in sorted(closest.items(), key=lambda kv: -kv[1]) if n}
+    return OstrichMiss(validation.draws(len(run.images)), _median_to_best_peer(run.results, walk),
+                       float(np.median(walk.distortion / bb.distortion)), closest,
+                       int(sum((r < 1).sum() for r in validation.peer_ratios.values())))
 
 
 def repeats_single_walk(record: dict, walk_record: dict) -> bool:
@@ -1330,6 +1409,18 @@ def repeats_single_walk(record: dict, walk_record: dict) -> bool:
     images = record["results"][gradient_walk_label(GRADIENT_LENGTH)]["images"]
     return all(images[photo]["distortion"][:len(trace)] == [t["distortion"][j] for t in trace]
                for j, photo in enumerate(walk_record["photos"]))
+
+
+def _mark_above(ax, gradients, values, ceiling: float, color, drawn: list) -> None:
+    """Finite points above the ceiling as hollow triangles on the top edge (one legend entry per figure, in drawn)."""
+    gradients, values = np.asarray(gradients, dtype=float), np.asarray(values, dtype=float)
+    above = np.isfinite(values) & (values > ceiling)
+    if above.any():
+        ax.plot(gradients[above], np.full(above.sum(), ceiling), "^", mfc="none", color=color, ms=6, ls="none",
+                clip_on=False)
+        if not drawn:
+            ax.plot([], [], "^", mfc="none", color="0.4", ms=6, ls="none", label="above the top: drawn on its edge")
+        drawn.append(True)
 
 
 def _walk_axes(ax, lowest: float, ceiling: float, ylabel: str) -> None:
@@ -1345,7 +1436,8 @@ def _walk_axes(ax, lowest: float, ceiling: float, ylabel: str) -> None:
 
 def walk_validation_plot(validation: WalkValidation, ceiling: float = 1.3):
     """Median over the crops of distortion / Brendel-Bethge's after each run of each length's walk, against gradient
-    evaluations per image; the chosen length's crops in thin grey, and the multi-start at equal cost as one point."""
+    evaluations per image; the chosen length's crops in thin grey, and the multi-start at equal cost as one point. A
+    median above `ceiling` is a hollow triangle on the top edge."""
     import matplotlib.pyplot as plt
 
     from .fast_attack import GRADIENT_LENGTH
@@ -1359,12 +1451,15 @@ def walk_validation_plot(validation: WalkValidation, ceiling: float = 1.3):
         ax.plot(spent[keep, j], chosen[keep, j], color="0.8", lw=0.6, label="one crop (ℓ = %g)" % GRADIENT_LENGTH
                 if j == 0 else None)
     lowest = min(0.97, float(chosen[np.isfinite(chosen)].min()) - 0.01)  # every crop in view
+    drawn: list = []
     for (length, ratios), shade in zip(validation.ratios.items(), shades):
         medians, gradients = np.median(ratios, axis=1), validation.gradients[length].mean(axis=1)
         keep = np.isfinite(medians) & (medians <= ceiling)
         lowest = min([lowest] + list(medians[keep] - 0.01))
-        ax.plot(gradients[keep], medians[keep], "-", marker=".", ms=4, color="tab:red" if length == GRADIENT_LENGTH
-                else shade, lw=2 if length == GRADIENT_LENGTH else 1, label=f"ℓ = {length:g} (median)")
+        color = "tab:red" if length == GRADIENT_LENGTH else shade
+        ax.plot(gradients[keep], medians[keep], "-", marker=".", ms=4, color=color,
+                lw=2 if length == GRADIENT_LENGTH else 1, label=f"ℓ = {length:g} (median)")
+        _mark_above(ax, gradients, medians, ceiling, color, drawn)
     multi, cost, _, _ = validation.equal_cost
     ax.plot(cost, multi, "*", color="black", ms=10, ls="none",
             label=f"closest of the {len(validation.ratios)} lengths' walks, {validation.multi_runs} runs each (median)")
@@ -1375,7 +1470,7 @@ def walk_validation_plot(validation: WalkValidation, ceiling: float = 1.3):
 
 def walk_plot(record: dict, start_record: dict, ceiling: float = 1.5):
     """Median distortion / Brendel-Bethge's after each run of every walk but the rounding checks (reordered, one photo
-    at a time), against gradient evaluations per image."""
+    at a time), against gradient evaluations per image; a median above `ceiling` as a hollow triangle on the top edge."""
     import matplotlib.pyplot as plt
 
     from .fast_attack import GRADIENT_LENGTHS
@@ -1387,16 +1482,17 @@ def walk_plot(record: dict, start_record: dict, ceiling: float = 1.5):
     shades = plt.get_cmap("Oranges")(np.linspace(0.35, 0.8, len(GRADIENT_LENGTHS)))
     styles.update({gradient_walk_label(length): shade for length, shade in zip(GRADIENT_LENGTHS, shades)})
     controls = {reordered_walk_label(shift) for shift in REORDER_SHIFTS} | {SINGLE_WALK}  # rounding checks: the table's
-    lowest = 0.97
+    lowest, drawn = 0.97, []
     for label, entry in record["results"].items():
         if label in controls:
             continue
         points = [(t["gradients"], float(np.median(np.array(t["distortion"], dtype=float) / reference)))
                   for t in entry["trace"]]
+        color = styles.get(label, styles.get(label.split("-")[0].split(" ")[0]))
+        _mark_above(ax, *zip(*points), ceiling, color, drawn)
         points = [(g, v) for g, v in points if np.isfinite(v) and v <= ceiling]
         lowest = min([lowest] + [v - 0.01 for _, v in points])
-        ax.plot(*zip(*points), "-" if "step 0" not in label else "--",
-                color=styles.get(label, styles.get(label.split("-")[0].split(" ")[0])),
+        ax.plot(*zip(*points), "-" if "step 0" not in label else "--", color=color,
                 marker="." if "step 0" not in label else None, ms=4, lw=2 if label == LONG_WALK else 1, label=label)
     bb = start_record["results"][WALKED]
     ax.plot(bb["gradients"], 1.0, MARKERS["BB"], color=COLORS["BB"], ms=7, label=WALKED, ls="none")
@@ -1468,6 +1564,85 @@ def imagenet_findings(runs: Sequence[PeerRun]) -> list[Finding]:
             not missed, "" if not missed else "not met toward " + ", ".join(missed),
             key=f"imagenet-gradients:{network}/{method}"))
     return found
+
+
+RULE_NAMES = {"runner-up": "the runner-up"}  # how a target rule reads in a sentence ("toward the runner-up")
+
+
+@dataclass
+class ImagenetWalks:
+    """The two walks (ours-walk, DDN+walk) in the ImageNet comparison: what chapter 7 says of them, decided here."""
+
+    rules: list[str]  # the target rules, in the order of the runs
+    met: dict[str, list[str]]  # by walk: the rules toward which it meets the distortion target (every photo reached)
+    ostrich_ratios: dict[str, np.ndarray]  # by walk: per photo toward ostrich, its ratio to the best peer
+    own_farther: int  # photos on which ours-walk ends farther than DDN+walk toward ostrich
+    walk: PeerResult  # ours-walk toward ostrich
+    match: PeerResult | None  # toward ostrich the smallest DDN budget within SPEED_TOLERANCE of ours-walk's mean
+    largest_ddn: PeerResult  # toward ostrich the largest DDN budget tested
+    before_largest: PeerResult  # and the one before it
+    unmatched: list[str]  # walks whose gradient verdicts hold since no DDN budget matches them toward either rule
+
+    def met_phrase(self, method: str) -> str:
+        """Toward which targets `method` meets the distortion target: 'toward both targets', 'toward A but not B'."""
+        met = self.met[method]
+        if met == self.rules:
+            return "toward both targets" if len(met) == 2 else "toward every target"
+        if not met:
+            return "toward neither target" if len(self.rules) == 2 else "toward no target"
+        names = [RULE_NAMES.get(r, r) for r in met], [RULE_NAMES.get(r, r) for r in self.rules if r not in met]
+        return f"toward {' and '.join(names[0])} but not toward {' and '.join(names[1])}"
+
+    @property
+    def both_met(self) -> bool:
+        """Whether both walks meet the distortion target toward every rule."""
+        return all(m == self.rules for m in self.met.values())
+
+    @property
+    def same_targets(self) -> bool:
+        """Whether the two walks meet the distortion target toward the same rules."""
+        return self.met[WALK] == self.met[WALK_DDN]
+
+    def mean_gap(self, result: PeerResult) -> float:
+        """How much farther `result`'s mean distortion toward ostrich is than ours-walk's (a fraction; < 0: closer)."""
+        return float(result.distortion.mean() / self.walk.distortion.mean() - 1)
+
+    @property
+    def ddn_change(self) -> float:
+        """The change of DDN's mean distortion toward ostrich from its last budget but one to its last."""
+        return float(self.largest_ddn.distortion.mean() / self.before_largest.distortion.mean() - 1)
+
+    @property
+    def ddn_stopped(self) -> bool:
+        """Whether DDN's largest budget changes its mean distortion by less than SPEED_TOLERANCE: it stopped coming
+        closer, so a larger budget is unlikely to match ours-walk."""
+        return abs(self.ddn_change) < SPEED_TOLERANCE
+
+
+def imagenet_walks(runs: Sequence[PeerRun]) -> ImagenetWalks:
+    """The walks' standing in the ImageNet comparison (runs: one per rule, ostrich's among them)."""
+    by_rule = {run.rule: run.results for run in runs}
+    if "ostrich" not in by_rule:
+        raise ValueError(f"imagenet_walks needs the ostrich run, got rules {list(by_rule)}")
+    ostrich = by_rule["ostrich"]
+    walks = (WALK, WALK_DDN)
+    missing = [(rule, m) for rule, group in by_rule.items() for m in walks if _one(group, m) is None]
+    if missing:
+        raise ValueError(f"the ImageNet runs lack these walks: {missing}")
+    ratios = {m: ratio_to_best_peer(ostrich, _one(ostrich, m)) for m in walks}
+    ddn = _by_budget(ostrich, "DDN")
+    if len(ddn) < 2:
+        raise ValueError(f"the ostrich run needs at least two DDN budgets, got {[r.label for r in ddn]}")
+    verdicts = {f.key: f.holds for f in imagenet_findings(runs)}
+    network = runs[0].model
+    unmatched = [m for m in walks if all(ddn_match(g, ours=_one(g, m)) is None for g in by_rule.values())
+                 and verdicts[f"imagenet-gradients:{network}/{m}"]]
+    return ImagenetWalks(
+        rules=list(by_rule), met={m: [rule for rule, g in by_rule.items() if _meets_distortion_target(g, _one(g, m))]
+                                  for m in walks},
+        ostrich_ratios=ratios, own_farther=int((ratios[WALK] > ratios[WALK_DDN]).sum()), walk=_one(ostrich, WALK),
+        match=ddn_match(ostrich, ours=_one(ostrich, WALK)), largest_ddn=ddn[-1], before_largest=ddn[-2],
+        unmatched=unmatched)
 
 
 def imagenet_plot(runs: Sequence[PeerRun], ceiling: float = 2.0):

@@ -262,6 +262,53 @@ def test_imagenet_findings_judge_distortion_and_gradients_toward_each_target():
     assert table["gradients / image"].tolist() == [900, 100, 300, 1000]
 
 
+def walks_run(rule: str, walk, walk_ddn, walk_gradients: float = 900, bb=(1.0, 1.0)) -> peers.PeerRun:
+    """imagenet_run's two photos with Brendel-Bethge and the two walks added, at per-photo scales of its base."""
+    run = imagenet_run(rule, 1.3, 900)
+    base = np.array([0.0012, 0.0010])
+    for method, scale, gradients in (("BB", bb, 200), (peers.WALK, walk, walk_gradients), (peers.WALK_DDN, walk_ddn, 500)):
+        run.results.append(result(method, 21, base * np.asarray(scale), model="efficientnet-lite0"))
+        run.results[-1].gradients = gradients
+    return run
+
+
+def test_imagenet_walks_decide_what_chapter_7_says_of_the_walks():
+    walks = peers.imagenet_walks([walks_run("ostrich", [0.99, 0.98], [0.96, 0.962], bb=(0.96, 0.96)),
+                                  walks_run("runner-up", [0.99, 0.99], [0.99, 0.99], bb=(0.99, 0.99))])
+    assert walks.rules == ["ostrich", "runner-up"]
+    assert walks.met == {peers.WALK: ["runner-up"], peers.WALK_DDN: ["ostrich", "runner-up"]}
+    assert walks.met_phrase(peers.WALK) == "toward the runner-up but not toward ostrich"
+    assert walks.met_phrase(peers.WALK_DDN) == "toward both targets" and not walks.both_met and not walks.same_targets
+    assert walks.ostrich_ratios[peers.WALK] == pytest.approx([0.99 / 0.96, 0.98 / 0.96]) and walks.own_farther == 2
+    # DDN-1000, DDN's closest, is 1.5% above ours-walk's mean: no DDN budget matches it
+    assert walks.match is None and walks.largest_ddn.label == "DDN-1000" and walks.before_largest.label == "DDN-300"
+    assert walks.mean_gap(walks.largest_ddn) == pytest.approx(0.0022 / (0.0012 * 0.99 + 0.0010 * 0.98) - 1)
+    assert walks.ddn_change == pytest.approx(1 / 1.05 - 1) and not walks.ddn_stopped
+    assert walks.unmatched == [peers.WALK, peers.WALK_DDN]  # no DDN within 0.5% of either, toward either target
+    near = peers.imagenet_walks([walks_run("ostrich", [1.002, 1.0], [1.0, 1.0], walk_gradients=2000),
+                                 walks_run("runner-up", [1.0, 1.0], [1.0, 1.0])])
+    assert near.both_met and near.same_targets and near.met_phrase(peers.WALK) == "toward both targets"
+    assert near.match.label == "DDN-1000" and near.unmatched == []  # matched: DDN-1000 is as close as both walks
+    neither = peers.imagenet_walks([walks_run("ostrich", [1.1, 1.1], [1.1, 1.1]),
+                                    walks_run("runner-up", [1.1, 1.1], [1.1, 1.1])])
+    assert neither.met_phrase(peers.WALK) == "toward neither target" and neither.same_targets
+    with pytest.raises(ValueError, match="ostrich run"):
+        peers.imagenet_walks([walks_run("runner-up", [1.0, 1.0], [1.0, 1.0])])
+    lacking = walks_run("ostrich", [1.0, 1.0], [1.0, 1.0])
+    lacking.results = [r for r in lacking.results if r.method != peers.WALK_DDN]
+    with pytest.raises(ValueError, match="lack these walks"):
+        peers.imagenet_walks([lacking])
+
+
+def test_committed_imagenet_walks_read_the_committed_comparison():
+    runs = peers.load_imagenet()
+    walks = peers.imagenet_walks(runs)
+    verdicts = {f.key: f.holds for f in peers.imagenet_findings(runs)}
+    for method in (peers.WALK, peers.WALK_DDN):  # met toward every rule exactly when the finding holds
+        assert (walks.met[method] == walks.rules) == verdicts[f"imagenet-vs-peers:{peers.IMAGENET_NETWORK}/{method}"]
+    assert walks.largest_ddn.budget == max(peers.IMAGENET_BUDGETS["DDN"])
+
+
 def test_sharp_temperature_is_the_one_chosen_on_the_validation_photos():
     from lib import attack, natural_images
 
@@ -538,11 +585,50 @@ def test_walk_validation_reads_made_up_crops():
     multi, spent, single, single_spent = v.equal_cost
     assert spent == 30 * k * len(GRADIENT_LENGTHS) and single_spent >= min(spent, 240)
     assert single == pytest.approx(v.medians(GRADIENT_LENGTH)[int(single_spent) // 30 - 1])
+    assert v.peer_ratios == {} and v.draws(2) == pytest.approx([1.0, 1.0, 1.0])  # Brendel-Bethge the only peer
+    fmn = f"{peers.VALIDATION_PEERS[0][0]}-{peers.VALIDATION_PEERS[0][1]}"
+    record["results"][fmn] = {"distortion": [0.5, None, 4.4], "gradients": 300.0}  # closer on a, failed on b
+    v = peers.walk_validation(record)
+    assert v.peer_ratios[fmn] == pytest.approx([0.5, np.inf, 1.1])
+    assert v.to_best_peer(GRADIENT_LENGTH)[-1] == pytest.approx([2.0, 1.0, 1.0])
+    assert sorted(v.draws(2)) == pytest.approx([1.0, 1.5, 1.5]) and v.draws(3) == pytest.approx([1.0])
+    assert v.share_met(2) == pytest.approx(1 / 3) and v.share_met(3) == 1.0
+    with pytest.raises(ValueError, match="between 1 and the 3 crops"):
+        v.draws(4)
     with pytest.raises(KeyError, match="bench_walk_validation"):
         peers.walk_validation({"photos": crops, "results": {}})
+    short = json.loads(json.dumps(record))
+    for entry in short["results"][peers.gradient_walk_label(GRADIENT_LENGTH)]["images"].values():
+        del entry["distortion"][3:], entry["gradients"][3:]  # 3 runs, fewer than the other lengths' 4
+    with pytest.raises(ValueError, match="must be the longest"):
+        peers.walk_validation(short)
     import matplotlib
     matplotlib.use("Agg")
     assert peers.walk_validation_plot(v).axes
+
+
+def test_ostrich_miss_tells_a_bad_draw_from_a_closer_peer_and_from_the_walk():
+    from lib.fast_attack import GRADIENT_LENGTH
+
+    def crops(end) -> peers.WalkValidation:
+        ratios = np.array([[2.0] * len(end), end])  # two runs; the walk's end on each crop / Brendel-Bethge's
+        return peers.WalkValidation([f"c{j}" for j in range(len(end))], {GRADIENT_LENGTH: ratios},
+                                    {GRADIENT_LENGTH: np.ones_like(ratios)}, {"FMN*-300": np.array([1.1, 0.9, 1.2, 1.3])})
+
+    even = crops([1.0, 1.0, 1.0, 1.0])  # against the best peer: 1, 1/0.9, 1, 1
+    walk = peers.ostrich_miss(even, walks_run("ostrich", [1.04, 1.02], [1.0, 1.0]))
+    assert sorted(walk.draws) == pytest.approx([1.0, 1.0, 1.0, 1.0 + 1 / 18, 1.0 + 1 / 18, 1.0 + 1 / 18])
+    assert walk.share_met == pytest.approx(0.5) and walk.crops_peer_closer == 1
+    assert walk.test_median == pytest.approx(1.03) and walk.test_median_bb == pytest.approx(1.03)
+    assert walk.beyond_draws is False and walk.cause == "draw"  # 1.03 is below the draws' largest, 1.056
+    walk = peers.ostrich_miss(crops([1.0, 0.9, 1.0, 1.0]), walks_run("ostrich", [1.04, 1.02], [1.0, 1.0]))
+    assert walk.draws.max() == pytest.approx(1.0) and walk.cause == "walk"  # beyond them, and beyond BB too
+    assert walk.closest_peer == {"DDN-1000": 2, "BB-21": 2}
+    peer = peers.ostrich_miss(crops([1.0, 0.9, 1.0, 1.0]), walks_run("ostrich", [1.02, 1.02], [1.0, 1.0], bb=(1.02, 1.02)))
+    assert peer.test_median == pytest.approx(1.02) and peer.test_median_bb == pytest.approx(1.0) and peer.cause == "peer"
+    assert peer.closest_peer == {"DDN-1000": 2}  # Brendel-Bethge is the closest on no photo: left out
+    with pytest.raises(ValueError, match="ostrich comparison"):
+        peers.ostrich_miss(even, walks_run("runner-up", [1.0, 1.0], [1.0, 1.0]))
 
 
 def test_committed_walk_validation_is_current_and_chooses_ours_walks_settings():
@@ -557,3 +643,7 @@ def test_committed_walk_validation_is_current_and_chooses_ours_walks_settings():
     assert peers.IMAGENET_BUDGETS[peers.WALK] == (v.runs_needed,) and v.length_settled
     walk_record = json.loads((peers.IMAGENET_DIR / "polish_walk.json").read_text())
     assert peers.repeats_single_walk(record, walk_record)
+    assert set(v.peer_ratios) == {f"{m}-{b}" for m, b in peers.VALIDATION_PEERS}  # the peers ran on every crop
+    assert all(np.isfinite(r).all() for r in v.peer_ratios.values())
+    miss = peers.ostrich_miss(v, peers.load(peers.IMAGENET_NETWORK, peers.IMAGENET_DIR, "ostrich"))
+    assert len(miss.draws) == math.comb(len(v.crops), 4) and miss.cause in ("draw", "peer", "walk")
