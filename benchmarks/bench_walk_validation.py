@@ -104,33 +104,38 @@ def main() -> None:
     bar = tqdm(total=sum(runs.values()) * len(x), desc="walk runs", unit="run")
     for length in args.lengths:
         label = peers.gradient_walk_label(length)
-        for i, crop in enumerate(labels):
-            done = record["results"].get(label, {}).get("images", {}).get(crop)
-            if done is not None and len(done["distortion"]) == runs[length]:
-                bar.update(runs[length])
-                continue
-            counted = peers.CountingModel(model)
-            distortions, gradients = [], []
+        done = record["results"].get(label, {}).get("images", {})
+        todo = [i for i, crop in enumerate(labels) if len(done.get(crop, {}).get("distortion", [])) != runs[length]]
+        bar.update(runs[length] * (len(labels) - len(todo)))
+        if not todo:
+            continue
+        counted = peers.CountingModel(model)
 
-            def on_run(best: torch.Tensor) -> None:
-                distortions.append(peers._round(best.cpu().numpy())[0])
-                gradients.append(counted.gradient_evaluations)
+        def walk(x_i, target_i, _, on_run, length=length) -> polish_walk.WalkResult:
+            def counted_run(best: torch.Tensor) -> None:
+                on_run(best)
                 bar.update(1)
+            return polish_walk.from_gradient_start(counted, x_i, target_i, length=length, rounds=runs[length] - 1,
+                                                   on_run=counted_run)
 
-            with lib.one_thread():
-                walked = polish_walk.from_gradient_start(counted, x[i:i + 1], target[i:i + 1], length=length,
-                                                         rounds=runs[length] - 1, on_run=on_run)
-            dist, success = peers.measure(model, x[i:i + 1], walked.result.x_adv, target[i:i + 1])
-            if not success.all():
+        def on_image(j: int, walked: polish_walk.WalkResult, gradients: list[float], label=label, length=length) -> None:
+            nonlocal record
+            i, crop = todo[j], labels[todo[j]]
+            if not peers.measure(model, x[i:i + 1], walked.result.x_adv, target[i:i + 1])[1].all():
                 raise RuntimeError(f"{label} on {crop}: the walk found no success")
+            entry = {"distortion": [peers._round(best.cpu().numpy())[0] for best in walked.trace], "gradients": gradients}
 
-            def add(r: dict, label=label, crop=crop, entry={"distortion": distortions, "gradients": gradients}) -> None:
+            def add(r: dict) -> None:
                 row = r["results"].setdefault(label, {"images": {}})
                 row.update(length=length, runs=runs[length])
                 row["images"][crop] = entry
 
             record = update(key, add)
-            tqdm.write(f"{label} {crop}: {distortions[-1]} after {runs[length]} runs, {gradients[-1]} gradients")
+            tqdm.write(f"{label} {crop}: {entry['distortion'][-1]} after {runs[length]} runs, {gradients[-1]} gradients")
+
+        with lib.one_thread():  # one crop at a time, so no end depends on the batch
+            polish_walk.photo_by_photo(walk, x[todo], target[todo], spent=lambda: counted.gradient_evaluations,
+                                       on_image=on_image)
     bar.close()
     if peers.WALKED in record["results"]:
         print(peers.walk_validation(record))

@@ -151,15 +151,22 @@ def from_both_starts(model: nn.Module, x: Tensor, target: Tensor, *, linear_step
 
 
 def photo_by_photo(walk: Callable[..., WalkResult], x: Tensor, target: Tensor, start: Tensor | None = None,
-                   spent: Callable[[], float] | None = None) -> tuple[WalkResult, list[float]]:
+                   spent: Callable[[], float] | None = None,
+                   on_image: Callable[[int, WalkResult, list[float]], None] | None = None) -> tuple[WalkResult, list[float]]:
     """walk(x_i, target_i, start_i, on_run) on each image alone, the results joined; and, if `spent` (the gradient
-    evaluations made so far) is given, the mean over the images of those each had made after every run."""
+    evaluations made so far) is given, the mean over the images of those each had made after every run.
+
+    on_image, if given, receives each image's index, walk and gradient evaluations after every run as it ends (to
+    write results image by image, so an interrupted benchmark resumes).
+    """
     ends, counts = [], []
     for i in range(len(x)):
         before, mine = (spent() if spent else 0.0), []
         on_run = (lambda _, before=before, mine=mine: mine.append(spent() - before)) if spent else None
         ends.append(walk(x[i:i + 1], target[i:i + 1], None if start is None else start[i:i + 1], on_run))
         counts.append(mine)
+        if on_image is not None:
+            on_image(i, ends[-1], mine)
     fields = {f: torch.cat([getattr(e.result, f) for e in ends]) for f in AttackResult.__dataclass_fields__}
     trace = [torch.cat(bests) for bests in zip(*(e.trace for e in ends))]
     per_run = [sum(c[r] for c in counts) / len(x) for r in range(len(counts[0]))] if spent else []

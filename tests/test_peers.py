@@ -620,6 +620,7 @@ def test_ostrich_miss_tells_a_bad_draw_from_a_closer_peer_and_from_the_walk():
     assert sorted(walk.draws) == pytest.approx([1.0, 1.0, 1.0, 1.0 + 1 / 18, 1.0 + 1 / 18, 1.0 + 1 / 18])
     assert walk.share_met == pytest.approx(0.5) and walk.crops_peer_closer == 1
     assert walk.test_median == pytest.approx(1.03) and walk.test_median_bb == pytest.approx(1.03)
+    assert walk.test_ratios_bb == pytest.approx([1.04, 1.02])
     assert walk.beyond_draws is False and walk.cause == "draw"  # 1.03 is below the draws' largest, 1.056
     walk = peers.ostrich_miss(crops([1.0, 0.9, 1.0, 1.0]), walks_run("ostrich", [1.04, 1.02], [1.0, 1.0]))
     assert walk.draws.max() == pytest.approx(1.0) and walk.cause == "walk"  # beyond them, and beyond BB too

@@ -147,8 +147,13 @@ def test_photo_by_photo_is_each_image_walked_alone_and_counts_its_gradients(mode
     def walk(x, target, start, on_run):
         return pw.from_gradient_start(counted, x, target, length=0.5, rounds=2, iterations=5, on_run=on_run)
 
-    joined, spent = pw.photo_by_photo(walk, x, target, spent=lambda: counted.gradient_evaluations)
+    seen = []
+    joined, spent = pw.photo_by_photo(walk, x, target, spent=lambda: counted.gradient_evaluations,
+                                      on_image=lambda i, walked, counts: seen.append((i, walked, list(counts))))
     alone = [walk(x[i:i + 1], target[i:i + 1], None, None) for i in range(len(x))]
+    assert [i for i, _, _ in seen] == [0, 1, 2]  # each image handed over as it ends, with its own counts
+    assert all(torch.equal(w.result.x_adv, a.result.x_adv) for (_, w, _), a in zip(seen, alone))
+    assert [sum(c[r] for _, _, c in seen) / len(x) for r in range(3)] == spent
     assert torch.equal(joined.result.x_adv, torch.cat([a.result.x_adv for a in alone]))
     assert torch.equal(joined.result.success, torch.cat([a.result.success for a in alone]))
     assert len(joined.trace) == 3 and all(torch.equal(t, torch.cat([a.trace[r] for a in alone]))
