@@ -1361,10 +1361,29 @@ class OstrichMiss:
     pockets, or a peer closer on the test photos than on the crops, or the walk itself?"""
 
     draws: np.ndarray  # `WalkValidation.draws` of as many crops as there are test photos
-    test_median: float  # ours-walk's median ratio to the best peer on the test photos
+    test_ratios: np.ndarray  # per test photo, ours-walk's ratio to the best peer
     test_ratios_bb: np.ndarray  # per test photo, ours-walk's ratio to Brendel-Bethge alone (the crops' reference)
     closest_peer: dict[str, int]  # by label: test photos on which each peer is the best peer (those on none left out)
     crops_peer_closer: int  # crops on which a validation peer ends closer than Brendel-Bethge
+
+    @property
+    def test_median(self) -> float:
+        """ours-walk's median ratio to the best peer on the test photos."""
+        return float(np.median(self.test_ratios))
+
+    @property
+    def peer_gain(self) -> np.ndarray:
+        """Per test photo, the best peer's distortion / Brendel-Bethge's (1 where Brendel-Bethge is the best)."""
+        return self.test_ratios_bb / self.test_ratios
+
+    @property
+    def gap_photo(self) -> int | None:
+        """The test photo where another peer gains most on Brendel-Bethge, if judging that photo alone against
+        Brendel-Bethge brings the median within CLOSE_ENOUGH (so the miss comes from it); else None."""
+        i = int(np.argmin(self.peer_gain))
+        swapped = self.test_ratios.copy()
+        swapped[i] = self.test_ratios_bb[i]
+        return i if self.peer_gain[i] < 1 and np.median(swapped) <= CLOSE_ENOUGH else None
 
     @property
     def test_median_bb(self) -> float:
@@ -1400,7 +1419,7 @@ def ostrich_miss(validation: WalkValidation, run: PeerRun) -> OstrichMiss:
     best = best_peer(run.results)
     closest = {r.label: int((r.distortion <= best).sum()) for r in run.results if r.method not in OWN}
     closest = {label: n for label, n in sorted(closest.items(), key=lambda kv: -kv[1]) if n}
-    return OstrichMiss(validation.draws(len(run.images)), _median_to_best_peer(run.results, walk),
+    return OstrichMiss(validation.draws(len(run.images)), ratio_to_best_peer(run.results, walk),
                        walk.distortion / bb.distortion, closest,
                        int(sum((r < 1).sum() for r in validation.peer_ratios.values())))
 
@@ -1417,19 +1436,21 @@ def repeats_single_walk(record: dict, walk_record: dict) -> bool:
 
 
 def _mark_above(ax, gradients, values, ceiling: float, color, drawn: list) -> None:
-    """Finite points above the ceiling as hollow triangles on the top edge (one legend entry per figure, in drawn)."""
+    """Finite points above the ceiling as hollow triangles on the top edge; `drawn` records that some were (for the
+    legend entry `_walk_axes` then adds)."""
     gradients, values = np.asarray(gradients, dtype=float), np.asarray(values, dtype=float)
     above = np.isfinite(values) & (values > ceiling)
     if above.any():
         ax.plot(gradients[above], np.full(above.sum(), ceiling), "^", mfc="none", color=color, ms=6, ls="none",
                 clip_on=False)
-        if not drawn:
-            ax.plot([], [], "^", mfc="none", color="0.4", ms=6, ls="none", label="above the top: drawn on its edge")
         drawn.append(True)
 
 
-def _walk_axes(ax, lowest: float, ceiling: float, ylabel: str) -> None:
-    """The walk figures' frame: Brendel-Bethge's distortion (1) and the target (CLOSE_ENOUGH) as lines, labels, legend."""
+def _walk_axes(ax, lowest: float, ceiling: float, ylabel: str, marked: bool = False) -> None:
+    """The walk figures' frame: Brendel-Bethge's distortion (1) and the target (CLOSE_ENOUGH) as lines, labels, legend
+    (with an entry for the triangles of `_mark_above` if `marked`)."""
+    if marked:
+        ax.plot([], [], "^", mfc="none", color="0.4", ms=6, ls="none", label="a median above the top, drawn on its edge")
     ax.axhline(1.0, color="black", lw=0.5, ls=":")
     ax.axhline(CLOSE_ENOUGH, color="gray", lw=0.5, ls="--")
     ax.set_ylim(lowest, ceiling)
@@ -1468,7 +1489,7 @@ def walk_validation_plot(validation: WalkValidation, ceiling: float = 1.3):
     multi, cost, _, _ = validation.equal_cost
     ax.plot(cost, multi, "*", color="black", ms=10, ls="none",
             label=f"closest of the {len(validation.ratios)} lengths' walks, {validation.multi_runs} runs each (median)")
-    _walk_axes(ax, lowest, ceiling, "distortion / Brendel-Bethge's")
+    _walk_axes(ax, lowest, ceiling, "distortion / Brendel-Bethge's", marked=bool(drawn))
     ax.set_title(f"The walk from the gradient start on {len(validation.crops)} validation crops, toward ostrich", fontsize=9)
     return fig
 
@@ -1501,7 +1522,7 @@ def walk_plot(record: dict, start_record: dict, ceiling: float = 1.5):
                 marker="." if "step 0" not in label else None, ms=4, lw=2 if label == LONG_WALK else 1, label=label)
     bb = start_record["results"][WALKED]
     ax.plot(bb["gradients"], 1.0, MARKERS["BB"], color=COLORS["BB"], ms=7, label=WALKED, ls="none")
-    _walk_axes(ax, lowest, ceiling, "distortion / Brendel-Bethge's (median)")
+    _walk_axes(ax, lowest, ceiling, "distortion / Brendel-Bethge's (median)", marked=bool(drawn))
     return fig
 
 

@@ -620,13 +620,18 @@ def test_ostrich_miss_tells_a_bad_draw_from_a_closer_peer_and_from_the_walk():
     assert sorted(walk.draws) == pytest.approx([1.0, 1.0, 1.0, 1.0 + 1 / 18, 1.0 + 1 / 18, 1.0 + 1 / 18])
     assert walk.share_met == pytest.approx(0.5) and walk.crops_peer_closer == 1
     assert walk.test_median == pytest.approx(1.03) and walk.test_median_bb == pytest.approx(1.03)
-    assert walk.test_ratios_bb == pytest.approx([1.04, 1.02])
+    assert walk.test_ratios_bb == pytest.approx([1.04, 1.02]) and walk.test_ratios == pytest.approx([1.04, 1.02])
+    assert walk.peer_gain == pytest.approx([1.0, 1.0])  # Brendel-Bethge is as close as the best peer
     assert walk.beyond_draws is False and walk.cause == "draw"  # 1.03 is below the draws' largest, 1.056
     walk = peers.ostrich_miss(crops([1.0, 0.9, 1.0, 1.0]), walks_run("ostrich", [1.04, 1.02], [1.0, 1.0]))
     assert walk.draws.max() == pytest.approx(1.0) and walk.cause == "walk"  # beyond them, and beyond BB too
     assert walk.closest_peer == {"DDN-1000": 2, "BB-21": 2}
     peer = peers.ostrich_miss(crops([1.0, 0.9, 1.0, 1.0]), walks_run("ostrich", [1.02, 1.02], [1.0, 1.0], bb=(1.02, 1.02)))
     assert peer.test_median == pytest.approx(1.02) and peer.test_median_bb == pytest.approx(1.0) and peer.cause == "peer"
+    assert peer.peer_gain == pytest.approx([1 / 1.02, 1 / 1.02]) and peer.gap_photo is None  # both photos: not one
+    assert walk.gap_photo is None  # no peer gains on Brendel-Bethge
+    one = peers.OstrichMiss(np.ones(3), np.array([1.3, 1.0, 1.1]), np.array([1.0, 1.0, 1.1]), {}, 0)
+    assert one.gap_photo == 0 and one.test_median == pytest.approx(1.1)  # judged against BB, photo 0 gives 1.0
     assert peer.closest_peer == {"DDN-1000": 2}  # Brendel-Bethge is the closest on no photo: left out
     with pytest.raises(ValueError, match="ostrich comparison"):
         peers.ostrich_miss(even, walks_run("runner-up", [1.0, 1.0], [1.0, 1.0]))
