@@ -1365,6 +1365,8 @@ class OstrichMiss:
     test_ratios_bb: np.ndarray  # per test photo, ours-walk's ratio to Brendel-Bethge alone (the crops' reference)
     closest_peer: dict[str, int]  # by label: test photos on which each peer is the best peer (those on none left out)
     crops_peer_closer: int  # crops on which a validation peer ends closer than Brendel-Bethge
+    best_labels: list[str] = field(default_factory=list)  # per test photo, the best peer's label
+    crops_peers: list[str] = field(default_factory=list)  # the validation peers' labels (run on the crops)
 
     @property
     def test_median(self) -> float:
@@ -1377,10 +1379,25 @@ class OstrichMiss:
         return self.test_ratios_bb / self.test_ratios
 
     @property
+    def largest_gain(self) -> int:
+        """The test photo where the best peer gains most on Brendel-Bethge."""
+        return int(np.argmin(self.peer_gain))
+
+    @property
+    def gain_peer(self) -> str:
+        """The best peer on that photo."""
+        return self.best_labels[self.largest_gain]
+
+    @property
+    def gain_peer_on_crops(self) -> bool:
+        """Whether that peer ran on the crops (so the crops say how often it beats Brendel-Bethge)."""
+        return self.gain_peer in self.crops_peers
+
+    @property
     def gap_photo(self) -> int | None:
         """The test photo where another peer gains most on Brendel-Bethge, if judging that photo alone against
         Brendel-Bethge brings the median within CLOSE_ENOUGH (so the miss comes from it); else None."""
-        i = int(np.argmin(self.peer_gain))
+        i = self.largest_gain
         swapped = self.test_ratios.copy()
         swapped[i] = self.test_ratios_bb[i]
         return i if self.peer_gain[i] < 1 and np.median(swapped) <= CLOSE_ENOUGH else None
@@ -1417,11 +1434,14 @@ def ostrich_miss(validation: WalkValidation, run: PeerRun) -> OstrichMiss:
     if walk is None or bb is None:
         raise ValueError("the ostrich comparison lacks ours-walk or Brendel-Bethge")
     best = best_peer(run.results)
-    closest = {r.label: int((r.distortion <= best).sum()) for r in run.results if r.method not in OWN}
+    peer_results = [r for r in run.results if r.method not in OWN]
+    closest = {r.label: int((r.distortion <= best).sum()) for r in peer_results}
     closest = {label: n for label, n in sorted(closest.items(), key=lambda kv: -kv[1]) if n}
+    best_labels = [min(peer_results, key=lambda r: r.distortion[i]).label for i in range(len(run.images))]
     return OstrichMiss(validation.draws(len(run.images)), ratio_to_best_peer(run.results, walk),
                        walk.distortion / bb.distortion, closest,
-                       int(sum((r < 1).sum() for r in validation.peer_ratios.values())))
+                       int(sum((r < 1).sum() for r in validation.peer_ratios.values())), best_labels,
+                       list(validation.peer_ratios))
 
 
 def repeats_single_walk(record: dict, walk_record: dict) -> bool:

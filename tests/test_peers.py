@@ -629,9 +629,12 @@ def test_ostrich_miss_tells_a_bad_draw_from_a_closer_peer_and_from_the_walk():
     peer = peers.ostrich_miss(crops([1.0, 0.9, 1.0, 1.0]), walks_run("ostrich", [1.02, 1.02], [1.0, 1.0], bb=(1.02, 1.02)))
     assert peer.test_median == pytest.approx(1.02) and peer.test_median_bb == pytest.approx(1.0) and peer.cause == "peer"
     assert peer.peer_gain == pytest.approx([1 / 1.02, 1 / 1.02]) and peer.gap_photo is None  # both photos: not one
+    assert peer.best_labels == ["DDN-1000", "DDN-1000"] and peer.gain_peer == "DDN-1000"
+    assert peer.crops_peers == ["FMN*-300"] and not peer.gain_peer_on_crops  # DDN did not run on the crops
     assert walk.gap_photo is None  # no peer gains on Brendel-Bethge
     one = peers.OstrichMiss(np.ones(3), np.array([1.3, 1.0, 1.1]), np.array([1.0, 1.0, 1.1]), {}, 0)
     assert one.gap_photo == 0 and one.test_median == pytest.approx(1.1)  # judged against BB, photo 0 gives 1.0
+    assert one.largest_gain == 0
     assert peer.closest_peer == {"DDN-1000": 2}  # Brendel-Bethge is the closest on no photo: left out
     with pytest.raises(ValueError, match="ostrich comparison"):
         peers.ostrich_miss(even, walks_run("runner-up", [1.0, 1.0], [1.0, 1.0]))
@@ -653,3 +656,4 @@ def test_committed_walk_validation_is_current_and_chooses_ours_walks_settings():
     assert all(np.isfinite(r).all() for r in v.peer_ratios.values())
     miss = peers.ostrich_miss(v, peers.load(peers.IMAGENET_NETWORK, peers.IMAGENET_DIR, "ostrich"))
     assert len(miss.draws) == math.comb(len(v.crops), 4) and miss.cause in ("draw", "peer", "walk")
+    assert len(miss.best_labels) == 4 and all(miss.closest_peer[label] > 0 for label in miss.best_labels)
